@@ -1,0 +1,1 @@
+"""The event application: receives commercetools subscription deliveries and syncs them to Klaviyo."""

@@ -1,0 +1,63 @@
+"""Decoding a delivery body: a Pub/Sub push envelope, an SNS notification, or a bare commercetools message."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import PermanentError
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: str | None  # the transport's id (Pub/Sub messageId, SNS MessageId), for log correlation
+    payload: Any  # the decoded commercetools notification (not yet shape-checked)
+
+
+class MalformedDelivery(PermanentError):
+    def __init__(self, reason: str, delivery_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.delivery_id = delivery_id
+
+
+def decode(body: bytes) -> Delivery:
+    try:
+        envelope = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedDelivery(f"body is not JSON ({type(exc).__name__})") from None
+    if not isinstance(envelope, dict):
+        raise MalformedDelivery(f"body is a JSON {type(envelope).__name__}, not an object")
+    if "message" in envelope:
+        return _pubsub(envelope["message"])
+    if envelope.get("Type") == "Notification" and "Message" in envelope:
+        return _sns(envelope)
+    return Delivery(envelope.get("id") if isinstance(envelope.get("id"), str) else None, envelope)
+
+
+def _pubsub(message: Any) -> Delivery:
+    if not isinstance(message, dict):
+        raise MalformedDelivery("Pub/Sub envelope: 'message' is not an object")
+    delivery_id = message.get("messageId") or message.get("message_id")
+    delivery_id = str(delivery_id) if delivery_id else None
+    data = message.get("data")
+    if not isinstance(data, str) or not data:
+        raise MalformedDelivery("Pub/Sub envelope: 'message.data' is missing", delivery_id)
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedDelivery("Pub/Sub envelope: 'message.data' is not valid base64", delivery_id) from None
+    try:
+        return Delivery(delivery_id, json.loads(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MalformedDelivery("Pub/Sub envelope: 'message.data' does not decode to JSON", delivery_id) from None
+
+
+def _sns(envelope: dict[str, Any]) -> Delivery:
+    delivery_id = envelope.get("MessageId")
+    try:
+        return Delivery(delivery_id, json.loads(envelope["Message"]))
+    except (json.JSONDecodeError, TypeError):
+        raise MalformedDelivery("SNS notification: 'Message' is not JSON", delivery_id) from None

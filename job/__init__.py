@@ -1,0 +1,1 @@
+"""The job application: scheduled and triggered bulk imports."""

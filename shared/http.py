@@ -1,0 +1,122 @@
+"""One HTTP transport for both APIs: timeouts on every call, bounded retries, and error classification.
+
+Retry policy: 429 waits for `Retry-After` (seconds or HTTP date); 5xx, timeouts and connection failures back
+off exponentially with full jitter. A retry happens only when the request is safe to repeat and the wait fits
+in the current time budget (`shared.deadline`); otherwise the error is raised as transient and the caller
+answers so that the work is done again later.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from shared import deadline
+from shared.errors import ApiError, Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+ErrorParser = Callable[[httpx.Response], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_delay: float = 0.25
+    max_delay: float = 10.0
+    timeout: float = 10.0
+
+
+class Transport:
+    """Thin wrapper over one `httpx.Client`; thread-safe, so one instance serves all requests."""
+
+    def __init__(self, service: str, base_url: str, *, headers: Mapping[str, str], policy: RetryPolicy,
+                 parse_error: ErrorParser, client: httpx.Client | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.service = service
+        self.policy = policy
+        self._parse_error = parse_error
+        self._sleep = sleep
+        self._client = client or httpx.Client(
+            base_url=base_url, headers=dict(headers), timeout=policy.timeout,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    def __repr__(self) -> str:  # never show headers (they hold credentials)
+        return f"Transport({self.service!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(self, method: str, url: str, *, params: Any = None, json: Any = None, data: Any = None,
+                headers: Mapping[str, str] | None = None, safe_to_retry: bool = True,
+                auth: httpx.Auth | None = None) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            left = deadline.remaining()
+            if left <= 0.05:
+                raise ApiError(self.service, None, "time budget exhausted before the request")
+            timeout = min(self.policy.timeout, left)
+            try:
+                response = self._client.request(method, url, params=params, json=json, data=data,
+                                                headers=headers, timeout=timeout,
+                                                auth=auth or httpx.USE_CLIENT_DEFAULT)
+            except httpx.TimeoutException:
+                error = ApiError(self.service, None, f"{method} timed out after {timeout:.1f}s")
+                wait = self._backoff(attempt)
+            except httpx.TransportError as exc:
+                error = ApiError(self.service, None, f"{method} failed: {type(exc).__name__}")
+                wait = self._backoff(attempt)
+            else:
+                if response.status_code < 400:
+                    return response
+                error = self._error(response)
+                if response.status_code == 429:
+                    wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)
+                elif response.status_code >= 500:
+                    wait = self._backoff(attempt)
+                else:
+                    raise error
+            if not safe_to_retry or attempt >= self.policy.max_attempts or wait >= deadline.remaining() - 0.5:
+                raise error
+            log.info("retrying %s request", self.service,
+                     extra={"status": error.status, "attempt": attempt, "wait_seconds": round(wait, 3)})
+            self._sleep(wait)
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempt - 1)))
+
+    def _error(self, response: httpx.Response) -> ApiError:
+        try:
+            fields = self._parse_error(response)
+        except ValueError:
+            fields = {}
+        status = response.status_code
+        kind = NotFound if status == 404 else Conflict if status == 409 else ApiError
+        reason = fields.pop("reason", None) or response.reason_phrase or "error"
+        return kind(self.service, status, reason, retry_after=retry_after(response.headers.get("Retry-After")),
+                    **fields)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: an integer, a decimal, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

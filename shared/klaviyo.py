@@ -1,0 +1,163 @@
+"""A thin Klaviyo API client over `shared.http.Transport` (pinned revision, JSON:API bodies as dicts).
+
+Why not the klaviyo-api SDK: it can raise after a successful write when a response does not match its models,
+retries neither 500 nor 502, crashes on an HTTP-date Retry-After, has no default timeout and shows the API key
+in `repr()` (see README, "Design").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from shared.config import KlaviyoSettings
+from shared.errors import ApiError, NotFound
+from shared.http import RetryPolicy, Transport
+
+log = logging.getLogger(__name__)
+
+SERVICE = "klaviyo"
+JSON_API = "application/vnd.api+json"
+
+
+def _parse_error(response: httpx.Response) -> dict[str, Any]:
+    errors = response.json().get("errors") or [{}]
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    return {
+        "reason": first.get("title"),
+        "code": first.get("code"),
+        "detail": first.get("detail"),
+        "pointer": (first.get("source") or {}).get("pointer"),
+        "duplicate_id": (first.get("meta") or {}).get("duplicate_profile_id"),
+    }
+
+
+def catalog_id(external_id: str) -> str:
+    """Klaviyo's id for a catalog object of ours (the reference's scheme, kept so catalogs carry over)."""
+    return f"$custom:::$default:::{external_id}"
+
+
+def _filter_value(value: str) -> str:
+    return json.dumps(value)
+
+
+class Klaviyo:
+    def __init__(self, settings: KlaviyoSettings, *, user_agent: str, policy: RetryPolicy | None = None) -> None:
+        headers = {
+            "Authorization": f"Klaviyo-API-Key {settings.api_key}",
+            "revision": settings.revision,
+            "Accept": JSON_API,
+            "Content-Type": JSON_API,
+            "User-Agent": user_agent,
+        }
+        self._http = Transport(SERVICE, settings.api_url, headers=headers, policy=policy or RetryPolicy(),
+                               parse_error=_parse_error)
+
+    def __repr__(self) -> str:
+        return "Klaviyo()"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, body: Any = None, params: Any = None,
+                safe_to_retry: bool = True) -> Any:
+        response = self._http.request(method, path, json=body, params=params, safe_to_retry=safe_to_retry)
+        return response.json() if response.content else None
+
+    # --- profiles -----------------------------------------------------------------------------------------------
+
+    def find_profile_id(self, *, external_id: str | None = None, email: str | None = None) -> str | None:
+        """The id of the profile with this external id, or (case-insensitively) this email."""
+        field, value = ("external_id", external_id) if external_id else ("email", email)
+        if not value:
+            return None
+        page = self.request("GET", "/api/profiles", params={
+            "filter": f"equals({field},{_filter_value(value)})",
+            "fields[profile]": field,
+        })
+        for profile in page.get("data", []):
+            found = (profile.get("attributes") or {}).get(field) or ""
+            if found == value if field == "external_id" else found.lower() == value.lower():
+                return profile["id"]
+        if field == "email" and value != value.lower():
+            return self.find_profile_id(email=value.lower())
+        return None
+
+    def upsert_profile(self, attributes: dict[str, Any], profile_id: str | None = None) -> str:
+        """Create or update a profile (`POST /api/profile-import`); returns its id.
+
+        A phone number Klaviyo refuses does not cost the whole profile: the request is sent again without it,
+        as the reference does.
+        """
+        data: dict[str, Any] = {"type": "profile", "attributes": attributes}
+        if profile_id:
+            data["id"] = profile_id
+        try:
+            body = self.request("POST", "/api/profile-import", body={"data": data})
+        except ApiError as exc:
+            if exc.status != 400 or "phone_number" not in (exc.pointer or "") or "phone_number" not in attributes:
+                raise
+            log.info("Klaviyo refused the phone number; sending the profile without it")
+            data["attributes"] = {k: v for k, v in attributes.items() if k != "phone_number"}
+            body = self.request("POST", "/api/profile-import", body={"data": data})
+        return body["data"]["id"]
+
+    def request_profile_deletion(self, identifiers: dict[str, str]) -> None:
+        self.request("POST", "/api/data-privacy-deletion-jobs", body={"data": {
+            "type": "data-privacy-deletion-job",
+            "attributes": {"profile": {"data": {"type": "profile", "attributes": identifiers}}},
+        }})
+
+    # --- events -------------------------------------------------------------------------------------------------
+
+    def create_event(self, attributes: dict[str, Any]) -> None:
+        # Safe to repeat: events carry a unique_id, so Klaviyo records a repeated one once.
+        self.request("POST", "/api/events", body={"data": {"type": "event", "attributes": attributes}})
+
+    # --- catalog ------------------------------------------------------------------------------------------------
+
+    def upsert_catalog(self, kind: str, create: dict[str, Any], update: dict[str, Any], *,
+                       create_first: bool = False) -> None:
+        """Create or update a `catalog-<kind>`; `create` and `update` are the `data` of the two requests.
+
+        `create_first` suits objects that are most likely new (a CategoryCreated message): POST, then PATCH on
+        409. Otherwise PATCH, then POST on 404. Either way a redelivery converges on the same state.
+        """
+        path = f"/api/catalog-{kind}s"
+        item = f"{path}/{quote(update['id'], safe='')}"
+        if create_first:
+            try:
+                self.request("POST", path, body={"data": create}, safe_to_retry=False)
+                return
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+            self.request("PATCH", item, body={"data": update})
+            return
+        try:
+            self.request("PATCH", item, body={"data": update})
+        except NotFound:
+            try:
+                self.request("POST", path, body={"data": create}, safe_to_retry=False)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                self.request("PATCH", item, body={"data": update})  # created meanwhile by another delivery
+
+    def delete_catalog(self, kind: str, external_id: str) -> bool:
+        """Delete `catalog-<kind>`; False when Klaviyo did not have it."""
+        try:
+            self.request("DELETE", f"/api/catalog-{kind}s/{quote(catalog_id(external_id), safe='')}")
+        except NotFound:
+            return False
+        return True
+
+    def get_catalog(self, kind: str, external_id: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"/api/catalog-{kind}s/{quote(catalog_id(external_id), safe='')}")["data"]
+        except NotFound:
+            return None

@@ -1,0 +1,62 @@
+"""JSON logs, one object per line (what Cloud Run and Connect's log viewer parse).
+
+Every line carries the id of the delivery being handled (`message_id`) when there is one. Fields passed with
+`extra=` are added to the object. Callers never log personal data or secrets: ids, types and reasons only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+_message_id: ContextVar[str | None] = ContextVar("message_id", default=None)
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_QUIET = ("httpx", "httpcore", "uvicorn.access")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "severity": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        message_id = _message_id.get()
+        if message_id:
+            entry["message_id"] = message_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            # The exception type only: tracebacks and exception texts can carry request data.
+            entry["error_type"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in _QUIET:
+        # httpx logs full request URLs at INFO and headers at DEBUG; ours say what matters without them.
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+@contextmanager
+def message_context(message_id: str | None) -> Iterator[None]:
+    token = _message_id.set(message_id)
+    try:
+        yield
+    finally:
+        _message_id.reset(token)

@@ -1,0 +1,1 @@
+"""Pure functions from commercetools resources (plain dicts) to Klaviyo payloads (plain dicts)."""

@@ -1,0 +1,54 @@
+"""Customer messages and changes → Klaviyo profiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.mappers.customer import profile_attributes
+from shared.messages import Notification
+from shared.processors import Context, Processor, change, message
+
+
+def sync_customer(customer: dict[str, Any], context: Context) -> str | None:
+    """Create or update the customer's profile: found by external id, or (with deduplication) by email."""
+    email = customer.get("email")
+    if not email:
+        return "customer has no email"
+    klaviyo = context.klaviyo
+    profile_id = klaviyo.find_profile_id(external_id=customer["id"])
+    if profile_id is None and context.settings.customer.deduplication:
+        profile_id = klaviyo.find_profile_id(email=email)
+    klaviyo.upsert_profile(profile_attributes(customer, context.settings.customer.custom_fields), profile_id)
+    return None
+
+
+def _current_customer(notification: Notification, context: Context) -> str | None:
+    """Re-read the customer and sync it whole: a redelivered or late message then cannot apply stale data."""
+    customer = context.commercetools.find("customers", notification.resource_id)
+    if customer is None:
+        return "customer no longer exists in commercetools"
+    return sync_customer(customer, context)
+
+
+def _created(notification: Notification, context: Context) -> str | None:
+    customer = notification.payload.get("customer")
+    if notification.payload_included and isinstance(customer, dict) and customer.get("id"):
+        return sync_customer(customer, context)
+    return _current_customer(notification, context)
+
+
+def _address_changed(notification: Notification, settings: Any) -> bool:
+    return notification.notification_type == "Message" and notification.resource_type == "customer" \
+        and notification.type in settings.customer.address_messages
+
+
+PROCESSORS = (
+    Processor("CustomerCreated", message("CustomerCreated", resource="customer"), _created),
+    Processor("CustomerResourceUpdated", change("ResourceUpdated", "customer"), _current_customer),
+    Processor("CustomerAddressUpdate", _address_changed, _current_customer),
+    Processor("CustomerFirstNameSet", message("CustomerFirstNameSet", resource="customer"), _current_customer),
+    Processor("CustomerLastNameSet", message("CustomerLastNameSet", resource="customer"), _current_customer),
+    Processor("CustomerTitleSet", message("CustomerTitleSet", resource="customer"), _current_customer),
+    Processor("CustomerCompanyNameSet", message("CustomerCompanyNameSet", resource="customer"),
+              _current_customer),
+)
