@@ -1,15 +1,150 @@
-"""`python -m job`: serve the job application on 0.0.0.0:$PORT."""
+"""`python -m job`: serve the job application, or run and manage imports from the command line.
+
+    python -m job                      serve on 0.0.0.0:$PORT (what Connect runs)
+    python -m job sync <type> [...]    request an import and run it now, in the foreground, with progress
+    python -m job request <type> [...] only record the request; the scheduled runs work on it
+    python -m job run                  work on pending imports for one time budget (what the scheduler does)
+    python -m job status               a table of all imports
+    python -m job stop <type>          cancel an import
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
 
 import uvicorn
 
-from job.app import create_app
+from job.requests import BadRequest
+from job.state import IMPORT_TYPES, Busy, ImportRecord
 from shared.cli import startup
+from shared.config import Settings
+from shared.errors import ConnectorError
+
+TYPES = (*IMPORT_TYPES, "all")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     settings = startup()
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_config=None, access_log=False)
+    if getattr(args, "dry_run", False):
+        settings = dataclasses.replace(settings, dry_run=True)
+    if args.command in (None, "serve"):
+        from job.app import create_app
 
+        uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_config=None, access_log=False)
+        return 0
+    from job.service import JobService
+    from shared.context import build_context
+
+    service = JobService(build_context(settings))
+    try:
+        return _COMMANDS[args.command](service, settings, args)
+    except BadRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Busy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except ConnectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m job", description="Bulk imports from commercetools to Klaviyo.")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the job application (the default)")
+    for name, text in (("sync", "request an import and run it now, in the foreground"),
+                       ("request", "record an import request for the scheduled runs")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("type", choices=TYPES)
+        command.add_argument("--ids", nargs="+", metavar="ID", help="only these ids")
+        command.add_argument("--start-id", help="only ids from this one on (in id order)")
+        command.add_argument("--created-from", help="ISO date-time (customers, orders)")
+        command.add_argument("--created-to", help="ISO date-time (customers, orders)")
+        command.add_argument("--modified-from", help="ISO date-time of lastModifiedAt (customers, orders)")
+        command.add_argument("--modified-to", help="ISO date-time of lastModifiedAt (customers, orders)")
+        command.add_argument("--delete-all", action="store_true", help="delete every catalog object of this type")
+        command.add_argument("--confirm", help="repeat the type to confirm --delete-all")
+        if name == "sync":
+            command.add_argument("--dry-run", action="store_true",
+                                 help="send nothing to Klaviyo; write the requests to dryRun.file")
+    run = commands.add_parser("run", help="work on pending imports for one time budget, like the scheduler")
+    run.add_argument("--dry-run", action="store_true", help="send nothing to Klaviyo")
+    commands.add_parser("status", help="show all imports")
+    stop = commands.add_parser("stop", help="cancel an import")
+    stop.add_argument("type", choices=TYPES)
+    return parser
+
+
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"ids": args.ids, "startId": args.start_id, "createdFrom": args.created_from,
+                            "createdTo": args.created_to, "modifiedFrom": args.modified_from,
+                            "modifiedTo": args.modified_to}
+    if args.delete_all:
+        body |= {"deleteAll": True, "confirmDeletion": args.confirm}
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def _request(service: Any, _settings: Settings, args: argparse.Namespace) -> int:
+    for record in service.request(args.type, _body(args)):
+        print(f"{record.type}: requested")
+    return 0
+
+
+def _sync(service: Any, settings: Settings, args: argparse.Namespace) -> int:
+    records = service.request(args.type, _body(args))
+    types = tuple(r.type for r in records)
+    summaries = service.run(budget_seconds=float("inf"), types=types, progress=_progress)
+    print(file=sys.stderr)
+    _table(summaries)
+    if settings.dry_run:
+        print(f"dry run: nothing was sent; the requests are in {settings.dry_run_file}")
+    return 0 if all(s["status"] == "completed" for s in summaries) and len(summaries) == len(types) else 1
+
+
+def _run(service: Any, _settings: Settings, _args: argparse.Namespace) -> int:
+    _table(service.run(progress=_progress))
+    return 0
+
+
+def _status(service: Any, _settings: Settings, _args: argparse.Namespace) -> int:
+    _table(service.status())
+    return 0
+
+
+def _stop(service: Any, _settings: Settings, args: argparse.Namespace) -> int:
+    stopped = service.stop(args.type)
+    if not stopped:
+        print(f"no {args.type} import is running")
+        return 1
+    for record in stopped:
+        print(f"{record.type}: cancelled")
+    return 0
+
+
+def _progress(record: ImportRecord, elapsed: float) -> None:
+    c = record.counts
+    rate = c["read"] / elapsed if elapsed > 0 else 0.0
+    print(f"\r{record.type:<10} read {c['read']:>8}  sent {c['sent']:>8}  skipped {c['skipped']:>6}  "
+          f"failed {c['failed']:>6}  {rate:8.1f}/s", end="", file=sys.stderr, flush=True)
+
+
+def _table(summaries: list[dict[str, Any]]) -> None:
+    if not summaries:
+        print("no imports")
+        return
+    print(f"{'type':<11}{'status':<11}{'read':>9}{'sent':>9}{'skipped':>9}{'failed':>8}  {'updated':<21}last error")
+    for s in summaries:
+        c = s["counts"]
+        print(f"{s['type']:<11}{s['status']:<11}{c['read']:>9}{c['sent']:>9}{c['skipped']:>9}{c['failed']:>8}  "
+              f"{s.get('updatedAt') or '':<21}{(s.get('lastError') or '')[:80]}")
+
+
+_COMMANDS = {"request": _request, "sync": _sync, "run": _run, "status": _status, "stop": _stop}
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -93,6 +93,7 @@ class CustomerSettings:
     address_messages: tuple[str, ...]
     custom_fields: PropertyFilter
     deduplication: bool
+    deletion: bool
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,13 @@ class KlaviyoSettings:
 
 
 @dataclass(frozen=True)
+class JobSettings:
+    time_budget_seconds: float
+    page_size: int
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the connector is configured with."""
 
@@ -139,6 +147,10 @@ class Settings:
     category_created_messages: tuple[str, ...]
     product: ProductSettings
     event_time_budget: float
+    job: JobSettings
+    dry_run: bool = False
+    dry_run_file: str = "out/klaviyo-dry-run.jsonl"
+    bulk_api_token: str = field(default="", repr=False)
     product_url_template: str = ""
     preferred_locale: str = ""
     preferred_currency: str = ""
@@ -270,9 +282,13 @@ def _build(env: dict[str, str], tree: dict[str, Any], problems: list[str]) -> Se
     if not tree:
         return None
     ct = _commercetools(env, problems)
+    dry_run = tree["dryRun"]["enabled"]
     klaviyo_key = env.get("KLAVIYO_AUTH_KEY", "").strip()
-    if not klaviyo_key:
+    if not klaviyo_key and not dry_run:
         problems.append("KLAVIYO_AUTH_KEY: required (the Klaviyo private API key) but not set")
+    page_size = tree["job"]["pageSize"]
+    if not isinstance(page_size, int) or not 1 <= page_size <= 500:
+        problems.append(f"job.pageSize: must be a whole number from 1 to 500, got {page_size}")
     klaviyo_url = (env.get("KLAVIYO_API_URL") or DEFAULT_KLAVIYO_API_URL).strip().rstrip("/")
     if not klaviyo_url.startswith(("http://", "https://")):
         problems.append("KLAVIYO_API_URL: must be an http(s) URL")
@@ -324,6 +340,7 @@ def _build(env: dict[str, str], tree: dict[str, Any], problems: list[str]) -> Se
             address_messages=tuple(customer["messages"]["addressChanged"]),
             custom_fields=_filter(customer["customFields"]["properties"]),
             deduplication=customer["deduplication"]["enabled"],
+            deletion=customer["deletion"]["enabled"],
         ),
         payment=PaymentSettings(
             transaction_added_messages=tuple(payment["messages"]["transactionAdded"]),
@@ -337,6 +354,11 @@ def _build(env: dict[str, str], tree: dict[str, Any], problems: list[str]) -> Se
             inventory_channel=product["inventory"]["useChannelInventory"],
         ),
         event_time_budget=float(tree["event"]["timeBudgetSeconds"]),
+        job=JobSettings(time_budget_seconds=float(tree["job"]["timeBudgetMinutes"]) * 60, page_size=page_size,
+                        lease_seconds=float(tree["job"]["leaseSeconds"])),
+        dry_run=dry_run,
+        dry_run_file=tree["dryRun"]["file"],
+        bulk_api_token=env.get("BULK_API_TOKEN", "").strip(),
         product_url_template=template,
         preferred_locale=locale,
         preferred_currency=currency,

@@ -9,11 +9,17 @@ from typing import Literal
 
 from shared.errors import ApiError, ConnectorError
 from shared.messages import Notification
-from shared.processors import Context, Processor, categories, customers
+from shared.processors import Context, Processor, categories, customers, inventory, orders, products
 
 log = logging.getLogger(__name__)
 
-ALL_PROCESSORS: tuple[Processor, ...] = (*customers.PROCESSORS, *categories.PROCESSORS)
+ALL_PROCESSORS: tuple[Processor, ...] = (
+    *customers.PROCESSORS,
+    *categories.PROCESSORS,
+    *orders.PROCESSORS,
+    *products.PROCESSORS,
+    *inventory.PROCESSORS,
+)
 
 Outcome = Literal["processed", "ignored", "retry", "failed"]
 

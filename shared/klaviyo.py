@@ -36,6 +36,13 @@ def _parse_error(response: httpx.Response) -> dict[str, Any]:
     }
 
 
+CATALOG_PATHS = {
+    "item": "/api/catalog-items",
+    "variant": "/api/catalog-variants",
+    "category": "/api/catalog-categories",
+}
+
+
 def catalog_id(external_id: str) -> str:
     """Klaviyo's id for a catalog object of ours (the reference's scheme, kept so catalogs carry over)."""
     return f"$custom:::$default:::{external_id}"
@@ -46,7 +53,8 @@ def _filter_value(value: str) -> str:
 
 
 class Klaviyo:
-    def __init__(self, settings: KlaviyoSettings, *, user_agent: str, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, settings: KlaviyoSettings, *, user_agent: str, policy: RetryPolicy | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
         headers = {
             "Authorization": f"Klaviyo-API-Key {settings.api_key}",
             "revision": settings.revision,
@@ -54,8 +62,11 @@ class Klaviyo:
             "Content-Type": JSON_API,
             "User-Agent": user_agent,
         }
-        self._http = Transport(SERVICE, settings.api_url, headers=headers, policy=policy or RetryPolicy(),
-                               parse_error=_parse_error)
+        policy = policy or RetryPolicy()
+        client = httpx.Client(base_url=settings.api_url, headers=headers, timeout=policy.timeout,
+                              transport=transport) if transport else None
+        self._http = Transport(SERVICE, settings.api_url, headers=headers, policy=policy, parse_error=_parse_error,
+                               client=client)
 
     def __repr__(self) -> str:
         return "Klaviyo()"
@@ -106,10 +117,11 @@ class Klaviyo:
             body = self.request("POST", "/api/profile-import", body={"data": data})
         return body["data"]["id"]
 
-    def request_profile_deletion(self, identifiers: dict[str, str]) -> None:
+    def request_profile_deletion(self, profile_id: str) -> None:
+        """Ask Klaviyo to delete a profile and its data (a data privacy deletion job)."""
         self.request("POST", "/api/data-privacy-deletion-jobs", body={"data": {
             "type": "data-privacy-deletion-job",
-            "attributes": {"profile": {"data": {"type": "profile", "attributes": identifiers}}},
+            "attributes": {"profile": {"data": {"type": "profile", "id": profile_id, "attributes": {}}}},
         }})
 
     # --- events -------------------------------------------------------------------------------------------------
@@ -127,7 +139,7 @@ class Klaviyo:
         `create_first` suits objects that are most likely new (a CategoryCreated message): POST, then PATCH on
         409. Otherwise PATCH, then POST on 404. Either way a redelivery converges on the same state.
         """
-        path = f"/api/catalog-{kind}s"
+        path = CATALOG_PATHS[kind]
         item = f"{path}/{quote(update['id'], safe='')}"
         if create_first:
             try:
@@ -151,13 +163,13 @@ class Klaviyo:
     def delete_catalog(self, kind: str, external_id: str) -> bool:
         """Delete `catalog-<kind>`; False when Klaviyo did not have it."""
         try:
-            self.request("DELETE", f"/api/catalog-{kind}s/{quote(catalog_id(external_id), safe='')}")
+            self.request("DELETE", f"{CATALOG_PATHS[kind]}/{quote(catalog_id(external_id), safe='')}")
         except NotFound:
             return False
         return True
 
     def get_catalog(self, kind: str, external_id: str) -> dict[str, Any] | None:
         try:
-            return self.request("GET", f"/api/catalog-{kind}s/{quote(catalog_id(external_id), safe='')}")["data"]
+            return self.request("GET", f"{CATALOG_PATHS[kind]}/{quote(catalog_id(external_id), safe='')}")["data"]
         except NotFound:
             return None

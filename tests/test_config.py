@@ -132,7 +132,8 @@ def test_bad_api_client_is_named_without_echoing_it(value: str, expected: str) -
     ({"order": {"metrics": "x"}}, "order.metrics: must be a mapping"),
     ({"event": {"timeBudgetSeconds": -1}}, "event.timeBudgetSeconds: must be a positive number"),
     ({"ordre": {}}, "ordre: unknown configuration key"),
-    ({"disabledEvents": ["CatgeoryResourceUpdated"]}, "disabledEvents: unknown processor name 'CatgeoryResourceUpdated'"),
+    ({"disabledEvents": ["CatgeoryResourceUpdated"]},
+     "disabledEvents: unknown processor name 'CatgeoryResourceUpdated'"),
     ({"disabledEvents": "OrderCreated"}, "disabledEvents: must be a list of strings"),
 ])
 def test_wrong_config_values_are_named(override: dict, expected: str) -> None:

@@ -28,3 +28,15 @@ def category_create(category: dict[str, Any], locale: str) -> dict[str, Any]:
 
 def category_update(category: dict[str, Any], category_id: str, locale: str) -> dict[str, Any]:
     return {"type": "catalog-category", "id": category_id, "attributes": {"name": breadcrumb(category, locale)}}
+
+
+def category_paths(category: dict[str, Any], locale: str) -> list[str]:
+    """Every prefix of the category's breadcrumb: `Women`, `Women > Pants`, `Women > Pants > Jeans`.
+
+    `category` is the expanded object (with `ancestors[*]` expanded); a missing expansion yields the names
+    that are known rather than an error.
+    """
+    chain = [localized((a.get("obj") or {}).get("name"), locale) for a in category.get("ancestors") or []]
+    chain.append(localized(category.get("name"), locale))
+    names = [name for name in chain if name]
+    return [" > ".join(names[: i + 1]) for i in range(len(names))]

@@ -7,12 +7,13 @@ resource is gone, a mandatory field is missing). Failures are raised: `shared.er
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.commercetools import Commercetools
 from shared.config import Settings
 from shared.klaviyo import Klaviyo
 from shared.messages import Notification
+from shared.versions import VersionGuard
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Context:
     settings: Settings
     commercetools: Commercetools
     klaviyo: Klaviyo
+    versions: VersionGuard = field(default_factory=VersionGuard)  # the last version applied per resource
 
 
 @dataclass(frozen=True)

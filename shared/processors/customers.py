@@ -42,6 +42,17 @@ def _address_changed(notification: Notification, settings: Any) -> bool:
         and notification.type in settings.customer.address_messages
 
 
+def _deleted(notification: Notification, context: Context) -> str | None:
+    """The customer is gone from commercetools: ask Klaviyo to delete the profile (data privacy deletion)."""
+    if not context.settings.customer.deletion:
+        return "customer deletion is switched off (customer.deletion.enabled)"
+    profile_id = context.klaviyo.find_profile_id(external_id=notification.resource_id)
+    if profile_id is None:
+        return "no Klaviyo profile for this customer"
+    context.klaviyo.request_profile_deletion(profile_id)
+    return None
+
+
 PROCESSORS = (
     Processor("CustomerCreated", message("CustomerCreated", resource="customer"), _created),
     Processor("CustomerResourceUpdated", change("ResourceUpdated", "customer"), _current_customer),
@@ -51,4 +62,6 @@ PROCESSORS = (
     Processor("CustomerTitleSet", message("CustomerTitleSet", resource="customer"), _current_customer),
     Processor("CustomerCompanyNameSet", message("CustomerCompanyNameSet", resource="customer"),
               _current_customer),
+    Processor("CustomerDeleted", message("CustomerDeleted", resource="customer"), _deleted),
+    Processor("CustomerResourceDeleted", change("ResourceDeleted", "customer"), _deleted),
 )

@@ -486,10 +486,10 @@ class FakeCommercetools:
     # ------------------------------------------------------------------------------ test helpers
 
     def add(self, resource: str, obj: JSON) -> JSON:
-        """Seed a resource (a copy is stored; id/version/timestamps filled in); returns the stored copy."""
+        """Seed a resource (a JSON copy is stored; id/version/timestamps filled in); returns a copy."""
         if resource not in self.store:
             raise ValueError(f"unknown or derived resource {resource!r}")
-        stored = copy.deepcopy(obj)
+        stored = json.loads(json.dumps(obj))  # a wire copy: no shared sub-objects
         now = _now()
         stored.setdefault("id", str(uuid.uuid4()))
         stored.setdefault("version", 1)
@@ -551,8 +551,7 @@ class FakeCommercetools:
         return [
             r
             for r in found
-            if (method is None or r.method == method.upper())
-            and (path_regex is None or re.search(path_regex, r.path))
+            if (method is None or r.method == method.upper()) and (path_regex is None or re.search(path_regex, r.path))
         ]
 
     # ------------------------------------------------------------------------------ entry point
@@ -855,9 +854,7 @@ class FakeCommercetools:
 
     # subscriptions -----------------------------------------------------------------------------
 
-    def _subscriptions(
-        self, method: str, rest: list[str], params: dict[str, list[str]], raw: bytes
-    ) -> tuple[int, Any]:
+    def _subscriptions(self, method: str, rest: list[str], params: dict[str, list[str]], raw: bytes) -> tuple[int, Any]:
         if len(rest) > 1:
             raise ApiError(404, "ResourceNotFound", "Unknown subscriptions endpoint.")
         if not rest:

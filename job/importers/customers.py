@@ -1,0 +1,22 @@
+"""customers → Klaviyo profiles, upserted through profile bulk import jobs (one job per page).
+
+The bulk import matches existing profiles by email and external id, so a re-run updates profiles and never
+fails on existing ones; a profile created earlier by a guest order (same email) gains the customer's id.
+"""
+
+from __future__ import annotations
+
+from job.importers.common import count, is_last, next_page
+from job.runner import JobContext
+from job.state import ImportRecord
+from shared.mappers.customer import profile_attributes
+
+
+def step(job: JobContext, record: ImportRecord) -> bool:
+    page = next_page(job, record, "customers")
+    rules = job.context.settings.customer.custom_fields
+    profiles = [profile_attributes(customer, rules) for customer in page if customer.get("email")]
+    record.counts["skipped"] += len(page) - len(profiles)
+    if profiles:
+        count(record, job.sender.wait([job.sender.profile_job(profiles)]))
+    return is_last(job, page)

@@ -1,0 +1,50 @@
+"""What the job application does, whoever asks (scheduler, HTTP management routes, CLI)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from job.importers import categories, customers, orders, products
+from job.requests import parse_request
+from job.runner import JobContext, Progress, Step, run_pending
+from job.state import IMPORT_TYPES, ImportRecord, ImportStore
+from shared.bulk import KlaviyoBulk
+from shared.processors import Context
+
+log = logging.getLogger(__name__)
+
+STEPS: dict[str, Step] = {
+    "categories": categories.step,
+    "products": products.step,
+    "customers": customers.step,
+    "orders": orders.step,
+}
+
+
+class JobService:
+    def __init__(self, context: Context, sender_factory: Callable[[Context], Any] = KlaviyoBulk) -> None:
+        settings = context.settings
+        self.context = context
+        self.store = ImportStore(context.commercetools, lease_seconds=settings.job.lease_seconds)
+        self.job = JobContext(context, sender_factory(context.klaviyo), page_size=settings.job.page_size,
+                              dry_run=settings.dry_run)
+
+    def request(self, import_type: str, body: Any) -> list[ImportRecord]:
+        """Record a request (`all` records one per type); `BadRequest` or `Busy` when it cannot be taken."""
+        types = IMPORT_TYPES if import_type == "all" else (import_type,)
+        options = {t: parse_request(t, body) for t in types}
+        return [self.store.request(t, options[t]) for t in types]
+
+    def run(self, *, budget_seconds: float | None = None, types: tuple[str, ...] = IMPORT_TYPES,
+            progress: Progress | None = None) -> list[dict[str, Any]]:
+        budget = self.context.settings.job.time_budget_seconds if budget_seconds is None else budget_seconds
+        return run_pending(self.job, self.store, STEPS, budget_seconds=budget, types=types, progress=progress)
+
+    def stop(self, import_type: str) -> list[ImportRecord]:
+        types = IMPORT_TYPES if import_type == "all" else (import_type,)
+        return [r for r in (self.store.cancel(t) for t in types) if r]
+
+    def status(self) -> list[dict[str, Any]]:
+        return [record.summary() for record in self.store.all()]

@@ -1,0 +1,173 @@
+"""Import requests, progress and locks, kept in commercetools custom objects (one per import type).
+
+Every write is conditioned on the object's `version`, so two writers never overwrite each other silently. The
+runner holds a lease (owner + expiry) that it renews with every checkpoint; a runner that died frees the import
+once its lease expires, with no hand work. A stop request wins over a runner: the runner's next save finds the
+new version, re-reads, sees `cancelled` and stops.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.commercetools import Commercetools
+from shared.errors import Conflict
+
+CONTAINER = "klaviyo-connector-imports"
+IMPORT_TYPES = ("categories", "products", "customers", "orders")  # also the order of `all`
+ACTIVE = ("requested", "running")
+COUNT_NAMES = ("read", "sent", "skipped", "failed")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class Busy(Exception):
+    """The import is running under a live lease (or another writer got there first)."""
+
+
+class Cancelled(Exception):
+    """The import was stopped while this runner worked on it."""
+
+
+@dataclass
+class ImportRecord:
+    type: str
+    status: str = "requested"
+    request: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_NAMES, 0))
+    requested_at: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    last_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+    lease: dict[str, str] | None = None
+    version: int | None = None  # the custom object's version, None before the first write
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> ImportRecord:
+        value = obj["value"]
+        return cls(
+            type=value["type"], status=value["status"], request=value.get("request") or {},
+            checkpoint=value.get("checkpoint") or {},
+            counts={**dict.fromkeys(COUNT_NAMES, 0), **(value.get("counts") or {})},
+            requested_at=value.get("requestedAt"), started_at=value.get("startedAt"),
+            updated_at=value.get("updatedAt"), finished_at=value.get("finishedAt"),
+            last_error=value.get("lastError"), errors=value.get("errors") or [], lease=value.get("lease"),
+            version=obj["version"],
+        )
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "type": self.type, "status": self.status, "request": self.request, "checkpoint": self.checkpoint,
+            "counts": self.counts, "requestedAt": self.requested_at, "startedAt": self.started_at,
+            "updatedAt": self.updated_at, "finishedAt": self.finished_at, "lastError": self.last_error,
+            "errors": self.errors[-20:], "lease": self.lease,
+        }
+
+    def lease_live(self, at: datetime | None = None) -> bool:
+        return bool(self.lease) and parse_iso(self.lease["expiresAt"]) > (at or now())
+
+    def summary(self) -> dict[str, Any]:
+        value = self.to_value()
+        value.pop("lease")
+        value["running"] = self.status == "running" and self.lease_live()
+        return value
+
+
+class ImportStore:
+    def __init__(self, commercetools: Commercetools, lease_seconds: float = 120.0) -> None:
+        self._ct = commercetools
+        self.lease_seconds = lease_seconds
+
+    def get(self, import_type: str) -> ImportRecord | None:
+        obj = self._ct.get_custom_object(CONTAINER, import_type)
+        return ImportRecord.from_object(obj) if obj else None
+
+    def all(self) -> Iterator[ImportRecord]:
+        for import_type in IMPORT_TYPES:
+            record = self.get(import_type)
+            if record:
+                yield record
+
+    def _write(self, record: ImportRecord) -> ImportRecord:
+        record.updated_at = iso(now())
+        obj = self._ct.put_custom_object(CONTAINER, record.type, record.to_value(),
+                                         version=record.version if record.version is not None else 0)
+        record.version = obj["version"]
+        return record
+
+    def request(self, import_type: str, options: dict[str, Any]) -> ImportRecord:
+        """Record a new request; `Busy` when one of this type is running under a live lease."""
+        current = self.get(import_type)
+        if current and current.status == "running" and current.lease_live():
+            raise Busy(f"a {import_type} import is running")
+        record = ImportRecord(type=import_type, request=copy.deepcopy(options), requested_at=iso(now()),
+                              version=current.version if current else None)
+        try:
+            return self._write(record)
+        except Conflict:
+            raise Busy(f"the {import_type} import changed meanwhile; try again") from None
+
+    def cancel(self, import_type: str) -> ImportRecord | None:
+        """Mark an active import cancelled; None when there is nothing active to stop."""
+        for _ in range(5):
+            current = self.get(import_type)
+            if current is None or current.status not in ACTIVE:
+                return None
+            current.status, current.finished_at, current.lease = "cancelled", iso(now()), None
+            try:
+                return self._write(current)
+            except Conflict:
+                continue  # the runner saved a checkpoint meanwhile: read again and retry
+        raise Busy(f"could not stop the {import_type} import; try again")
+
+    def acquire(self, import_type: str, owner: str) -> ImportRecord | None:
+        """Take the lease of an active import; None when there is none or another runner holds it."""
+        current = self.get(import_type)
+        if current is None or current.status not in ACTIVE:
+            return None
+        if current.lease_live() and current.lease["owner"] != owner:
+            return None
+        if current.status == "requested":
+            current.started_at = iso(now())
+            current.checkpoint, current.counts = {}, dict.fromkeys(COUNT_NAMES, 0)
+            current.errors, current.last_error = [], None
+        current.status = "running"
+        current.lease = self._lease(owner)
+        try:
+            return self._write(current)
+        except Conflict:
+            return None  # another runner won the race
+
+    def save(self, record: ImportRecord, owner: str, *, release: bool = False) -> ImportRecord:
+        """Checkpoint and renew the lease (or free it: `release`); `Cancelled` when it was stopped meanwhile."""
+        record.lease = self._lease(owner) if record.status == "running" and not release else None
+        try:
+            return self._write(record)
+        except Conflict:
+            current = self.get(record.type)
+            if current is None or current.status == "cancelled":
+                raise Cancelled(record.type) from None
+            if current.lease and current.lease["owner"] != owner:
+                raise Busy(f"another runner took over the {record.type} import") from None
+            record.version = current.version
+            return self._write(record)
+
+    def _lease(self, owner: str) -> dict[str, str]:
+        return {"owner": owner, "expiresAt": iso(now() + timedelta(seconds=self.lease_seconds))}

@@ -1,0 +1,168 @@
+"""Sending at bulk speed: event batches, profile import jobs and catalog jobs, paced to Klaviyo's limits.
+
+Payloads come from the same mappers as the realtime path, so a bulk import and a realtime message about the
+same order send the same events with the same unique_ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.errors import ApiError, redact
+from shared.klaviyo import Klaviyo
+from shared.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 1000  # per event-bulk-create-job request
+MAX_CATALOG = 100  # per catalog bulk job
+MAX_PROFILES = 10_000  # per profile bulk import job
+MAX_BYTES = 4_500_000  # Klaviyo accepts 5 MB per request; leave room for the envelope
+PLURAL = {"item": "items", "variant": "variants", "category": "categories"}
+
+
+@dataclass
+class BatchResult:
+    sent: int = 0
+    failed: list[str] = field(default_factory=list)  # one reason per event that could not be sent
+
+
+@dataclass
+class JobResult:
+    completed: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class BulkSender(Protocol):
+    def send_events(self, events: list[dict[str, Any]]) -> BatchResult: ...
+    def catalog_job(self, kind: str, action: str, data: list[dict[str, Any]]) -> str: ...
+    def profile_job(self, profiles: list[dict[str, Any]]) -> str: ...
+    def wait(self, jobs: Iterable[str]) -> JobResult: ...
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def event_batches(events: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Batches of at most 1,000 events and ~4.5 MB each."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for event in events:
+        event_size = len(json.dumps(event, separators=(",", ":")))
+        if batch and (len(batch) >= MAX_EVENTS or size + event_size > MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(event)
+        size += event_size
+    if batch:
+        yield batch
+
+
+def events_job_body(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """An event-bulk-create-job: events grouped under their profile, in the order they came."""
+    groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for event in events:
+        profile = event["profile"]
+        key = json.dumps(profile, sort_keys=True)
+        attributes = {k: v for k, v in event.items() if k != "profile"}
+        groups.setdefault(key, (profile, []))[1].append({"type": "event", "attributes": attributes})
+    return {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
+        {"type": "event-bulk-create", "attributes": {"profile": profile, "events": {"data": entries}}}
+        for profile, entries in groups.values()
+    ]}}}}
+
+
+def catalog_job_body(kind: str, action: str, data: list[dict[str, Any]]) -> dict[str, Any]:
+    if action == "delete":
+        data = [{"type": f"catalog-{kind}", "id": d["id"]} for d in data]
+    return {"data": {"type": f"catalog-{kind}-bulk-{action}-job",
+                     "attributes": {PLURAL[kind]: {"data": data}}}}
+
+
+def profile_job_body(profiles: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
+        {"type": "profile", "attributes": attributes} for attributes in profiles]}}}}
+
+
+def _job_path(job_type: str) -> str:
+    return "/api/profile-bulk-import-jobs" if job_type == "profiles" else f"/api/{job_type}-jobs"
+
+
+class KlaviyoBulk:
+    def __init__(self, klaviyo: Klaviyo, limiter: RateLimiter | None = None, *,
+                 poll_interval: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._klaviyo = klaviyo
+        self._limiter = limiter or RateLimiter()
+        self._poll_interval = poll_interval
+        self._sleep = sleep
+
+    def send_events(self, events: list[dict[str, Any]]) -> BatchResult:
+        """Send events in bulk; a batch Klaviyo refuses is sent again event by event, to keep the good ones."""
+        result = BatchResult()
+        for batch in event_batches(events):
+            self._limiter.acquire("events-bulk")
+            try:
+                self._klaviyo.request("POST", "/api/event-bulk-create-jobs", body=events_job_body(batch))
+                result.sent += len(batch)
+            except ApiError as exc:
+                if exc.transient:
+                    raise
+                log.warning("Klaviyo refused an event batch; sending its events one by one",
+                            extra={"events": len(batch), "error": exc.describe()})
+                for event in batch:
+                    try:
+                        self._klaviyo.create_event(event)
+                        result.sent += 1
+                    except ApiError as single:
+                        if single.transient:
+                            raise
+                        result.failed.append(f"event {event.get('unique_id')}: {single.describe()}")
+        return result
+
+    def catalog_job(self, kind: str, action: str, data: list[dict[str, Any]]) -> str:
+        self._limiter.acquire("catalog-bulk")
+        body = self._klaviyo.request("POST", f"/api/catalog-{kind}-bulk-{action}-jobs",
+                                     body=catalog_job_body(kind, action, data), safe_to_retry=False)
+        return f"catalog-{kind}-bulk-{action}:{body['data']['id']}"
+
+    def profile_job(self, profiles: list[dict[str, Any]]) -> str:
+        self._limiter.acquire("profile-bulk-import")
+        body = self._klaviyo.request("POST", "/api/profile-bulk-import-jobs", body=profile_job_body(profiles),
+                                     safe_to_retry=False)
+        return f"profiles:{body['data']['id']}"
+
+    def wait(self, jobs: Iterable[str]) -> JobResult:
+        """Poll the jobs until each is done; sums their counts and collects their error messages."""
+        result = JobResult()
+        pending = list(jobs)
+        interval = self._poll_interval
+        while pending:
+            still = []
+            for job in pending:
+                job_type, job_id = job.split(":", 1)
+                limiter_key = "profile-bulk-import" if job_type == "profiles" else "job-status"
+                self._limiter.acquire(limiter_key)
+                attributes = self._klaviyo.request("GET", f"{_job_path(job_type)}/{job_id}")["data"]["attributes"]
+                if attributes.get("status") in ("queued", "processing"):
+                    still.append(job)
+                    continue
+                result.completed += int(attributes.get("completed_count") or 0)
+                result.failed += int(attributes.get("failed_count") or 0)
+                if attributes.get("status") == "cancelled":
+                    result.errors.append(f"{job_type} job {job_id} was cancelled by Klaviyo")
+                for error in attributes.get("errors") or []:
+                    detail = error.get("detail") if isinstance(error, dict) else str(error)
+                    result.errors.append(f"{job_type} job {job_id}: {redact(str(detail))}")
+            pending = still
+            if pending:
+                self._sleep(interval)
+                interval = min(interval * 1.5, 10.0)
+        return result

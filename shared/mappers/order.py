@@ -1,0 +1,344 @@
+"""commercetools order → Klaviyo events: Placed Order, Ordered Product, Fulfilled / Cancelled / Refunded Order.
+
+Pure functions shared by the realtime processors and the bulk import, so both send the same payloads and
+unique_ids. Each returns the `attributes` of a Klaviyo create-event request. `products` maps a product id to the
+product as `GET /products` returns it with `expand=masterData.current.categories[*]` and
+`expand=masterData.current.categories[*].ancestors[*]`; a product missing from it (deleted since) only costs its
+categories and slug.
+
+Properties policy (order-level events):
+- The order's own top-level fields filtered by `order.properties` (all of them when `include` is empty, as the
+  reference did: merchants' flows and segments may use those names, e.g. `lineItems`, `orderNumber`), with
+  reference expansions (`obj`) removed so the payload does not depend on what was expanded to compute it;
+- then the order's custom fields filtered by `order.customFields.properties`, spread at the root as in the
+  reference (so a custom field can shadow an order field of the same name);
+- then ours, which win: `OrderId`, `ItemNames`, `Categories` and Klaviyo's recommended `Items` array.
+  The raw `lineItems` therefore appear next to `Items` unless excluded (`order.properties.exclude`); we keep the
+  reference's default rather than silently removing properties that existing flows may read.
+- Falsy values (`false`, `0`, `""`) are kept; only absent (null) values are dropped.
+- Size guard (Klaviyo's limits): strings are cut to 100 KB, at most 400 top-level properties are sent and the
+  properties stay under 4.5 MB (of the 5 MB event); our own keys are kept first, then the largest others dropped.
+
+Times and unique_ids: Placed Order and Ordered Product use the order's `createdAt` (the reference added 1 s to
+Ordered Product: a fabricated time), with the order id and the line item id as unique_id. Fulfilled / Cancelled use
+the time they are given (the message's `createdAt` in realtime) and the order id: Klaviyo keeps the first event per
+profile + metric + unique_id, so Confirmed → Complete records one Fulfilled Order while a later Cancelled Order is
+still recorded, and CLV can match the cancellation to the Placed Order. Refunded Order is one event per refund
+transaction (unique_id = transaction id), so every partial refund is recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from shared.config import Settings
+from shared.mappers.category import category_paths
+from shared.mappers.customer import location
+from shared.mappers.links import product_url
+from shared.mappers.localize import localized, money
+from shared.mappers.properties import filter_properties
+
+log = logging.getLogger(__name__)
+
+Products = Mapping[str, dict[str, Any]]
+
+MAX_PROPERTIES = 400
+MAX_STRING_BYTES = 100_000
+MAX_PROPERTIES_BYTES = 4_500_000  # of Klaviyo's 5 MB per event, leaving room for the rest of the payload
+
+# Properties we compute: kept first when an event must be cut down to Klaviyo's limits.
+OWN_KEYS = ("OrderId", "ItemNames", "Categories", "Items", "TransactionId", "RefundedTotal",
+            "ProductID", "SKU", "ProductName", "Quantity", "ItemPrice", "RowTotal", "ProductURL", "ImageURL")
+
+
+# --- profile ------------------------------------------------------------------------------------------------
+
+
+def order_profile(order: dict[str, Any], with_location: bool = False) -> dict[str, Any] | None:
+    """The event's `profile`: email and external id (the customer id); None when the order has neither.
+
+    `with_location` adds the billing address as the profile location, as the reference did for Placed Order only.
+    """
+    attributes: dict[str, Any] = {}
+    if order.get("customerEmail"):
+        attributes["email"] = order["customerEmail"]
+    if order.get("customerId"):
+        attributes["external_id"] = order["customerId"]
+    if not attributes:
+        return None
+    if with_location:
+        place = location(order.get("billingAddress"))
+        if place:
+            attributes["location"] = place
+    return {"data": {"type": "profile", "attributes": attributes}}
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def product_ids(order: dict[str, Any]) -> list[str]:
+    """The distinct product ids of the order's line items, in line order."""
+    return _unique(line["productId"] for line in order.get("lineItems") or [] if line.get("productId"))
+
+
+def item_names(order: dict[str, Any], locale: str) -> list[str]:
+    """Localized names of the line items, then of the custom line items; distinct, in order."""
+    lines = [*(order.get("lineItems") or []), *(order.get("customLineItems") or [])]
+    return _unique(name for line in lines if (name := localized(line.get("name"), locale)))
+
+
+def product_categories(product: dict[str, Any] | None, locale: str) -> list[str]:
+    """Every breadcrumb prefix of the product's categories (`Women`, `Women > Pants`, ...), distinct.
+
+    Category references that were not expanded are skipped (the reference raised a TypeError).
+    """
+    current = ((product or {}).get("masterData") or {}).get("current") or {}
+    refs = current.get("categories") or []
+    return _unique(path for ref in refs if ref.get("obj") for path in category_paths(ref["obj"], locale))
+
+
+def order_categories(order: dict[str, Any], products: Products, locale: str) -> list[str]:
+    """The categories of every line item's product, distinct, in line order (not in `products` order)."""
+    return _unique(path for pid in product_ids(order) for path in product_categories(products.get(pid), locale))
+
+
+def item(line: dict[str, Any], products: Products, settings: Settings) -> dict[str, Any]:
+    """One entry of Klaviyo's recommended `Items` array for a line item (empty values left out)."""
+    locale = settings.preferred_locale
+    product = products.get(line.get("productId") or "")
+    variant = line.get("variant") or {}
+    images = variant.get("images") or []
+    entry = {
+        "ProductID": line.get("productId"),
+        "SKU": variant.get("sku"),
+        "ProductName": localized(line.get("name"), locale),
+        "Quantity": line.get("quantity"),
+        "ItemPrice": money((line.get("price") or {}).get("value")),
+        "RowTotal": money(line.get("totalPrice")),
+        "ProductURL": product_url(settings.product_url_template, _slug(line, product, locale)),
+        "ImageURL": images[0].get("url") if images else None,
+        "Categories": product_categories(product, locale),
+    }
+    return {key: value for key, value in entry.items() if value is not None and value != ""}
+
+
+def items(order: dict[str, Any], products: Products, settings: Settings) -> list[dict[str, Any]]:
+    """Klaviyo's `Items`: the line items (custom line items have no product; they are in `ItemNames`)."""
+    return [item(line, products, settings) for line in order.get("lineItems") or []]
+
+
+def order_properties(order: dict[str, Any], products: Products, settings: Settings) -> dict[str, Any]:
+    """The properties of the order-level events (see the module docstring for the policy)."""
+    own = filter_properties(without_expansions(order), settings.order.properties)
+    custom = filter_properties((order.get("custom") or {}).get("fields"), settings.order.custom_fields)
+    return {
+        **own,
+        **custom,
+        "OrderId": order["id"],
+        "ItemNames": item_names(order, settings.preferred_locale),
+        "Categories": order_categories(order, products, settings.preferred_locale),
+        "Items": items(order, products, settings),
+    }
+
+
+# --- events -------------------------------------------------------------------------------------------------
+
+
+def placed_order(order: dict[str, Any], products: Products, settings: Settings) -> dict[str, Any]:
+    """Placed Order: the order total at `createdAt`, unique_id = order id, profile with the billing location."""
+    return _event(settings.order.metrics.placed, _profile(order, with_location=True),
+                  order_properties(order, products, settings), order["createdAt"], order["totalPrice"], order["id"])
+
+
+def ordered_products(order: dict[str, Any], products: Products, settings: Settings) -> list[dict[str, Any]]:
+    """Ordered Product, one per line item: unique_id = line item id, value = the line total.
+
+    Properties are the raw line item (as the reference sent it, expansions removed) plus the `Items` fields and
+    `OrderId`, which win.
+    """
+    profile = _profile(order)
+    currency = _currency(order)
+    events = []
+    for line in order.get("lineItems") or []:
+        properties = {**without_expansions(line), **item(line, products, settings), "OrderId": order["id"]}
+        total = line.get("totalPrice") or {}
+        events.append(_event(settings.order.metrics.ordered_product, profile, properties, order["createdAt"],
+                             {**total, "currencyCode": total.get("currencyCode") or currency}, line["id"]))
+    return events
+
+
+def placed_order_events(order: dict[str, Any], products: Products, settings: Settings) -> list[dict[str, Any]]:
+    """Placed Order then its Ordered Products, in the order they are to be sent; [] without email/customer."""
+    if order_profile(order) is None:
+        return []
+    return [placed_order(order, products, settings), *ordered_products(order, products, settings)]
+
+
+def state_metric(state: str | None, settings: Settings) -> str | None:
+    """The metric of an order state: Cancelled Order, Fulfilled Order, or None (not a state we report).
+
+    Cancelled is checked first, as in the reference (its config lists `cancelledOrder` first).
+    """
+    if state in settings.order.cancelled_states:
+        return settings.order.metrics.cancelled
+    if state in settings.order.fulfilled_states:
+        return settings.order.metrics.fulfilled
+    return None
+
+
+def order_state_event(order: dict[str, Any], products: Products, metric: str, time: str,
+                      settings: Settings) -> dict[str, Any]:
+    """Fulfilled / Cancelled Order at `time` (when the state changed), unique_id = order id."""
+    return _event(metric, _profile(order), order_properties(order, products, settings), time,
+                  order["totalPrice"], order["id"])
+
+
+def refunded_order(order: dict[str, Any], transaction: dict[str, Any], products: Products, settings: Settings,
+                   time: str | None = None) -> dict[str, Any]:
+    """Refunded Order for one Refund transaction: value = its amount, unique_id = its id.
+
+    `time` is the transaction's `timestamp`, else the given fallback (the message's `createdAt` in realtime).
+    `order` should have `paymentInfo.payments[*]` expanded for `RefundedTotal`.
+    """
+    properties = {
+        **order_properties(order, products, settings),
+        "TransactionId": transaction["id"],
+        "RefundedTotal": refunded_total(order, transaction),
+    }
+    return _event(settings.order.metrics.refunded, _profile(order), properties,
+                  transaction.get("timestamp") or time, transaction["amount"], transaction["id"])
+
+
+def refunded_total(order: dict[str, Any], transaction: dict[str, Any]) -> float:
+    """What the order had refunded once this refund is done: this refund plus the earlier Success refunds.
+
+    "Earlier" is by `timestamp` when both transactions have one, else by position (payment order, then transaction
+    order), so the total "so far" of each refund is the same whenever it is computed (realtime or bulk), and a
+    later refund never counts in an earlier one. Only refunds in this refund's currency are summed.
+    """
+    currency = (transaction.get("amount") or {}).get("currencyCode")
+    refunds = [t for t in _transactions(order) if t.get("type") == "Refund"]
+    ids = [t.get("id") for t in refunds]
+    position = ids.index(transaction["id"]) if transaction["id"] in ids else len(refunds)
+    total = _decimal(transaction.get("amount"))
+    for index, other in enumerate(refunds):
+        if other.get("id") == transaction["id"] or other.get("state") != "Success":
+            continue
+        if (other.get("amount") or {}).get("currencyCode") == currency \
+                and _earlier(other, index, transaction, position):
+            total += _decimal(other.get("amount"))
+    return float(total)
+
+
+# --- plumbing -----------------------------------------------------------------------------------------------
+
+
+def without_expansions(value: Any) -> Any:
+    """A deep copy without the `obj` of expanded references."""
+    if isinstance(value, dict):
+        return {k: without_expansions(v) for k, v in value.items() if not (k == "obj" and "typeId" in value)}
+    if isinstance(value, list):
+        return [without_expansions(v) for v in value]
+    return value
+
+
+def fit_properties(properties: dict[str, Any], context: str) -> dict[str, Any]:
+    """Cut properties down to Klaviyo's limits (see the module docstring); `context` (an id) is for the log."""
+    fitted = {key: _cut_strings(value) for key, value in properties.items()}
+    ranked = sorted(fitted, key=lambda k: k not in OWN_KEYS)  # stable: ours first, the rest in their order
+    dropped = ranked[MAX_PROPERTIES:]
+    fitted = {key: fitted[key] for key in ranked[:MAX_PROPERTIES]}
+    sizes = {key: _size(value) for key, value in fitted.items()}
+    total = sum(sizes.values())
+    for key in sorted((k for k in fitted if k not in OWN_KEYS), key=lambda k: -sizes[k]):
+        if total <= MAX_PROPERTIES_BYTES:
+            break
+        total -= sizes[key]
+        dropped.append(key)
+        del fitted[key]
+    if dropped:
+        log.warning("event %s: dropped properties over Klaviyo's limits: %s", context, ", ".join(dropped))
+    return fitted
+
+
+def _event(metric: str, profile: dict[str, Any], properties: dict[str, Any], time: str | None,
+           amount: dict[str, Any] | None, unique_id: str) -> dict[str, Any]:
+    return {
+        "properties": fit_properties(properties, unique_id),
+        "time": time,
+        "value": money(amount),
+        "value_currency": (amount or {}).get("currencyCode"),
+        "unique_id": unique_id,
+        "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
+        "profile": profile,
+    }
+
+
+def _profile(order: dict[str, Any], with_location: bool = False) -> dict[str, Any]:
+    profile = order_profile(order, with_location)
+    if profile is None:
+        raise ValueError(f"order {order.get('id')} has neither customerEmail nor customerId")
+    return profile
+
+
+def _currency(order: dict[str, Any]) -> str | None:
+    return (order.get("totalPrice") or {}).get("currencyCode")
+
+
+def _slug(line: dict[str, Any], product: dict[str, Any] | None, locale: str) -> str | None:
+    """The line's `productSlug`, else the product's current slug."""
+    slug = localized(line.get("productSlug"), locale)
+    if slug:
+        return slug
+    current = ((product or {}).get("masterData") or {}).get("current") or {}
+    return localized(current.get("slug"), locale)
+
+
+def _transactions(order: dict[str, Any]) -> list[dict[str, Any]]:
+    payments = (order.get("paymentInfo") or {}).get("payments") or []
+    return [t for ref in payments for t in (ref.get("obj") or {}).get("transactions") or []]
+
+
+def _earlier(other: dict[str, Any], other_position: int, current: dict[str, Any], position: int) -> bool:
+    mine, theirs = _instant(current.get("timestamp")), _instant(other.get("timestamp"))
+    if mine and theirs and mine != theirs:
+        return theirs < mine
+    return other_position < position
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time, made UTC when it has no offset (commercetools always writes UTC)."""
+    try:
+        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return instant.replace(tzinfo=UTC) if instant and instant.tzinfo is None else instant
+
+
+def _decimal(amount: dict[str, Any] | None) -> Decimal:
+    """Exact, so that summing refunds does not accumulate float error (money() is exact in repr)."""
+    return Decimal(repr(money(amount)))
+
+
+def _cut_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        encoded = value.encode()
+        return value if len(encoded) <= MAX_STRING_BYTES else encoded[:MAX_STRING_BYTES].decode(errors="ignore")
+    if isinstance(value, dict):
+        return {k: _cut_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut_strings(v) for v in value]
+    return value
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))

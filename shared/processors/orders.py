@@ -1,0 +1,197 @@
+"""Order and payment messages → Klaviyo order events (Placed Order, Ordered Product, Fulfilled / Cancelled /
+Refunded Order). The payloads come from `shared.mappers.order`, which the bulk import uses too.
+
+Every event carries a unique_id, so a redelivered message (or one that failed half-way through its events) sends
+them again without Klaviyo recording any twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from shared.commercetools import Commercetools, literal
+from shared.config import Settings
+from shared.mappers.order import (
+    order_profile,
+    order_state_event,
+    placed_order_events,
+    product_ids,
+    refunded_order,
+    state_metric,
+)
+from shared.messages import Notification
+from shared.processors import Context, Processor
+
+log = logging.getLogger(__name__)
+
+PRODUCT_EXPAND = ("masterData.current.categories[*]", "masterData.current.categories[*].ancestors[*]")
+# Ids per products query: 100 quoted, URL-encoded ids keep the URL under the 8,000 octets RFC 9110 recommends
+# servers accept; an order rarely has more distinct products, so this is one query.
+IDS_PER_QUERY = 100
+NO_IDENTITY = "order has neither customerEmail nor customerId"
+
+
+# --- reads shared with the bulk import ---------------------------------------------------------------------
+
+
+def fetch_products(commercetools: Commercetools, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """These products with their categories and category ancestors, by id (one query per 100 ids)."""
+    ids = sorted(set(ids))
+    products: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        chunk = ids[start:start + IDS_PER_QUERY]
+        where = f"id in ({', '.join(literal(i) for i in chunk)})"
+        for product in commercetools.query("products", where=[where], expand=PRODUCT_EXPAND):
+            products[product["id"]] = product
+    return products
+
+
+def order_of_payment(commercetools: Commercetools, payment_id: str) -> dict[str, Any] | None:
+    """The order that references the payment, with its payments expanded (for the refunded total)."""
+    found = commercetools.query("orders", where=[f"paymentInfo(payments(id={literal(payment_id)}))"],
+                                expand=["paymentInfo.payments[*]"], limit=1)
+    return found[0] if found else None
+
+
+def send(context: Context, events: Iterable[dict[str, Any]]) -> None:
+    for attributes in events:
+        context.klaviyo.create_event(attributes)
+
+
+def _no_identity(order: dict[str, Any]) -> str:
+    log.info("order %s has neither customerEmail nor customerId: no Klaviyo event", order.get("id"))
+    return NO_IDENTITY
+
+
+# --- Placed Order + Ordered Product -------------------------------------------------------------------------
+
+
+def _created_accepts(notification: Notification, settings: Settings) -> bool:
+    return notification.notification_type == "Message" and notification.resource_type == "order" \
+        and notification.type in settings.order.created_messages
+
+
+def _placed(notification: Notification, context: Context) -> str | None:
+    """OrderCreated / OrderImported carry the order; OrderCustomerSet and payloadNotIncluded do not: fetch it."""
+    order = notification.payload.get("order") if notification.payload_included else None
+    if not isinstance(order, dict) or not order.get("id"):
+        order = context.commercetools.find("orders", notification.resource_id)
+        if order is None:
+            return "order no longer exists in commercetools"
+    state = order.get("orderState")
+    if state not in context.settings.order.placed_states:
+        return f"order state {state} is not in order.states.created.placedOrder"
+    if order_profile(order) is None:
+        return _no_identity(order)
+    products = fetch_products(context.commercetools, product_ids(order))
+    send(context, placed_order_events(order, products, context.settings))
+    return None
+
+
+# --- Fulfilled / Cancelled Order ----------------------------------------------------------------------------
+
+
+def _changed_accepts(notification: Notification, settings: Settings) -> bool:
+    return notification.notification_type == "Message" and notification.resource_type == "order" \
+        and notification.type in settings.order.changed_messages
+
+
+def _state_changed(notification: Notification, context: Context) -> str | None:
+    """The message's new state picks the metric; without the payload, the order's current state does."""
+    settings = context.settings
+    included = notification.payload_included
+    state = notification.payload.get("orderState") if included else None
+    if included and state_metric(state, settings) is None:
+        return f"order state {state} is neither a fulfilled nor a cancelled state (order.states.changed)"
+    order = context.commercetools.find("orders", notification.resource_id)
+    if order is None:
+        return "order no longer exists in commercetools"
+    if not included:
+        state = order.get("orderState")
+    metric = state_metric(state, settings)
+    if metric is None:
+        return f"order state {state} is neither a fulfilled nor a cancelled state (order.states.changed)"
+    if order_profile(order) is None:
+        return _no_identity(order)
+    time = notification.payload.get("createdAt") or order.get("lastModifiedAt")
+    products = fetch_products(context.commercetools, product_ids(order))
+    send(context, [order_state_event(order, products, metric, time, settings)])
+    return None
+
+
+# --- Refunded Order -----------------------------------------------------------------------------------------
+
+
+def _payment_accepts(notification: Notification, settings: Settings) -> bool:
+    types = (*settings.payment.transaction_added_messages, *settings.payment.transaction_changed_messages)
+    return notification.notification_type == "Message" and notification.resource_type == "payment" \
+        and notification.type in types
+
+
+def _message_transaction(notification: Notification) -> tuple[str | None, str | None, str | None]:
+    """(transaction id, type, state) as the message tells them: PaymentTransactionAdded carries the transaction,
+    PaymentTransactionStateChanged its id and new state (no type)."""
+    payload = notification.payload
+    transaction = payload.get("transaction")
+    if isinstance(transaction, dict):
+        return transaction.get("id"), transaction.get("type"), transaction.get("state")
+    return payload.get("transactionId"), None, payload.get("state")
+
+
+def _refunded(notification: Notification, context: Context) -> str | None:
+    """One Refunded Order per Refund transaction the message is about, in a valid state now.
+
+    The payment is read again: its transaction is the current truth (a refund added as Initial may have failed
+    since). Without the payload the message's transaction is unknown, so every valid refund of the payment is
+    sent; their unique_ids make the ones already recorded no-ops.
+    """
+    valid = context.settings.payment.valid_transaction_states
+    transaction_id = None
+    if notification.payload_included:
+        transaction_id, kind, state = _message_transaction(notification)
+        if kind is not None and kind != "Refund":
+            return f"transaction is a {kind}, not a Refund"
+        if state not in valid:
+            return f"transaction state {state} is not in payment.states.validTransactionStates"
+    payment = context.commercetools.find("payments", notification.resource_id)
+    if payment is None:
+        return "payment no longer exists in commercetools"
+    transactions = [t for t in payment.get("transactions") or []
+                    if transaction_id is None or t.get("id") == transaction_id]
+    if transaction_id is not None and not transactions:
+        return "transaction not found on the payment"
+    refunds = [t for t in transactions if t.get("type") == "Refund"]
+    if not refunds:
+        return "transaction is not a Refund"
+    refunds = [t for t in refunds if t.get("state") in valid]
+    if not refunds:
+        return "refund state is not in payment.states.validTransactionStates"
+    order = order_of_payment(context.commercetools, payment["id"])
+    if order is None:
+        return "no order references this payment"
+    if order_profile(order) is None:
+        return _no_identity(order)
+    order = _with_payment(order, payment)
+    products = fetch_products(context.commercetools, product_ids(order))
+    time = notification.payload.get("createdAt")
+    send(context, [refunded_order(order, t, products, context.settings, time) for t in refunds])
+    return None
+
+
+def _with_payment(order: dict[str, Any], payment: dict[str, Any]) -> dict[str, Any]:
+    """The order with the payment just read in place of its expanded copy (read at another instant)."""
+    order = copy.deepcopy(order)
+    for ref in (order.get("paymentInfo") or {}).get("payments") or []:
+        if ref.get("id") == payment["id"]:
+            ref["obj"] = payment
+    return order
+
+
+PROCESSORS = (
+    Processor("OrderCreated", _created_accepts, _placed),
+    Processor("OrderStateChanged", _changed_accepts, _state_changed),
+    Processor("OrderRefunded", _payment_accepts, _refunded),
+)

@@ -1,0 +1,104 @@
+"""Shared fixtures: real local HTTP servers standing in for commercetools and Klaviyo, and the apps under test."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from starlette.testclient import TestClient
+
+from event.app import create_app
+from shared.config import Settings, load_settings
+from shared.logs import configure_logging
+from tests.builders import PROJECT
+from tests.fakes.commercetools import FakeCommercetools
+from tests.fakes.commercetools_server import attach
+from tests.fakes.klaviyo import FakeKlaviyo
+
+CT_CLIENT_ID = "ct-client"
+CT_SECRET = "ct-client-secret-value"
+KLAVIYO_KEY = "pk_test_0123456789abcdef"
+
+
+def _server() -> Iterator[HTTPServer]:
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def ct_server() -> Iterator[HTTPServer]:
+    yield from _server()
+
+
+@pytest.fixture
+def klaviyo_server() -> Iterator[HTTPServer]:
+    yield from _server()
+
+
+@pytest.fixture
+def ct(ct_server: HTTPServer) -> FakeCommercetools:
+    fake = FakeCommercetools(project_key=PROJECT, client_id=CT_CLIENT_ID, client_secret=CT_SECRET)
+    attach(fake, ct_server)
+    return fake
+
+
+@pytest.fixture
+def klaviyo(klaviyo_server: HTTPServer) -> Iterator[FakeKlaviyo]:
+    fake = FakeKlaviyo(klaviyo_server)
+    yield fake
+    fake.assert_valid()  # every request the connector sent matched Klaviyo's OpenAPI
+
+
+@pytest.fixture
+def env(ct_server: HTTPServer, klaviyo_server: HTTPServer) -> dict[str, str]:
+    base = ct_server.url_for("/").rstrip("/")
+    return {
+        "CT_API_URL": base,
+        "CT_AUTH_URL": base,
+        "CT_PROJECT_ID": PROJECT,
+        "CT_SCOPES": f"manage_project:{PROJECT}",
+        "CT_API_CLIENT": json.dumps({"clientId": CT_CLIENT_ID, "secret": CT_SECRET}),
+        "KLAVIYO_AUTH_KEY": KLAVIYO_KEY,
+        "KLAVIYO_API_URL": klaviyo_server.url_for("/").rstrip("/"),
+        "PREFERRED_LOCALE": "en-US",
+        "PRODUCT_URL_TEMPLATE": "https://shop.example.com/products/{{productSlug}}",
+        "LOG_LEVEL": "DEBUG",
+    }
+
+
+@pytest.fixture
+def configure(env: dict[str, str]) -> Callable[..., Settings]:
+    """Settings for the test servers, with NODE_CONFIG overrides and extra variables."""
+
+    def make(config: dict[str, Any] | None = None, **extra: str) -> Settings:
+        values = {**env, **extra}
+        if config:
+            values["NODE_CONFIG"] = json.dumps(config)
+        return load_settings(values)
+
+    return make
+
+
+@pytest.fixture
+def settings(configure: Callable[..., Settings]) -> Settings:
+    return configure()
+
+
+@pytest.fixture(autouse=True)
+def json_logs() -> None:
+    configure_logging("DEBUG")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the stand-in servers' access log
+
+
+@pytest.fixture
+def event_app(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
