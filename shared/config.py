@@ -168,12 +168,16 @@ def default_config_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "config"
 
 
-def load_settings(environ: Mapping[str, str] | None = None, config_dir: Path | None = None) -> Settings:
-    """Build the settings from `environ` (default: the process environment) and the YAML files."""
-    env = dict(os.environ if environ is None else environ)
+def load_settings(environ: Mapping[str, str] | None = None, config_dir: Path | None = None, *,
+                  require_klaviyo: bool = True) -> Settings:
+    """Build the settings from `environ` (default: the process environment) and the YAML files.
+
+    `require_klaviyo=False` serves commands that never call Klaviyo (the deployment scripts).
+    """
+    env = os.environ if environ is None else environ
     problems: list[str] = []
     tree = _load_tree(env, config_dir or Path(env.get("NODE_CONFIG_DIR") or default_config_dir()), problems)
-    settings = _build(env, tree, problems)
+    settings = _build(env, tree, problems, require_klaviyo)
     if problems:
         raise ConfigError(problems)
     assert settings is not None
@@ -183,7 +187,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_dir: Path | N
 # --- the YAML tree -------------------------------------------------------------------------------------------
 
 
-def _load_tree(env: dict[str, str], config_dir: Path, problems: list[str]) -> dict[str, Any]:
+def _load_tree(env: Mapping[str, str], config_dir: Path, problems: list[str]) -> dict[str, Any]:
     default_file = config_dir / "default.yaml"
     defaults = _read_yaml(default_file, problems)
     if defaults is None:
@@ -278,13 +282,13 @@ def _deep_merge(target: dict[str, Any], overrides: dict[str, Any]) -> None:
 # --- building the typed object --------------------------------------------------------------------------------
 
 
-def _build(env: dict[str, str], tree: dict[str, Any], problems: list[str]) -> Settings | None:
+def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], require_klaviyo: bool) -> Settings | None:
     if not tree:
         return None
     ct = _commercetools(env, problems)
     dry_run = tree["dryRun"]["enabled"]
     klaviyo_key = env.get("KLAVIYO_AUTH_KEY", "").strip()
-    if not klaviyo_key and not dry_run:
+    if not klaviyo_key and not dry_run and require_klaviyo:
         problems.append("KLAVIYO_AUTH_KEY: required (the Klaviyo private API key) but not set")
     page_size = tree["job"]["pageSize"]
     if not isinstance(page_size, int) or not 1 <= page_size <= 500:
@@ -381,7 +385,7 @@ def _disabled_events(names: list[str], problems: list[str]) -> frozenset[str]:
     return frozenset(cleaned)
 
 
-def _commercetools(env: dict[str, str], problems: list[str]) -> CommercetoolsSettings | None:
+def _commercetools(env: Mapping[str, str], problems: list[str]) -> CommercetoolsSettings | None:
     """Our CT_* variables, or else the CTP_* ones Connect injects when it creates the API client itself."""
     client_id = secret = None
     raw_client = env.get("CT_API_CLIENT", "").strip()

@@ -33,18 +33,20 @@ def _server() -> Iterator[HTTPServer]:
         server.stop()
 
 
-@pytest.fixture
+# The servers live for the whole session (starting one costs ~0.5 s); each test attaches a fresh fake to them.
+@pytest.fixture(scope="session")
 def ct_server() -> Iterator[HTTPServer]:
     yield from _server()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def klaviyo_server() -> Iterator[HTTPServer]:
     yield from _server()
 
 
 @pytest.fixture
 def ct(ct_server: HTTPServer) -> FakeCommercetools:
+    ct_server.clear()
     fake = FakeCommercetools(project_key=PROJECT, client_id=CT_CLIENT_ID, client_secret=CT_SECRET)
     attach(fake, ct_server)
     return fake
@@ -52,6 +54,7 @@ def ct(ct_server: HTTPServer) -> FakeCommercetools:
 
 @pytest.fixture
 def klaviyo(klaviyo_server: HTTPServer) -> Iterator[FakeKlaviyo]:
+    klaviyo_server.clear()
     fake = FakeKlaviyo(klaviyo_server)
     yield fake
     fake.assert_valid()  # every request the connector sent matched Klaviyo's OpenAPI

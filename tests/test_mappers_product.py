@@ -1,5 +1,6 @@
-"""Product and inventory mappers (commercetools → Klaviyo catalog), the version guard, and the product and
-inventory processors against small in-memory fakes (no HTTP)."""
+"""Product and inventory mappers (commercetools → Klaviyo catalog) and the version guard: pure functions, no HTTP.
+
+The product and inventory processors are tested end to end through the event app in `test_event_catalog.py`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 
 from shared.config import ProductSettings, Settings, load_settings
-from shared.errors import ApiError, NotFound
-from shared.klaviyo import Klaviyo, catalog_id
+from shared.context import build_context, close_context
+from shared.klaviyo import catalog_id
 from shared.mappers.product import (
     bulk_job,
     bulk_jobs,
@@ -30,9 +30,7 @@ from shared.mappers.product import (
     variant_inventory,
     variant_update,
 )
-from shared.messages import parse_notification
-from shared.processors import Context, inventory, products
-from shared.versions import GUARD, VersionGuard, guard_for
+from shared.versions import VersionGuard
 from tests.data import fixture
 from tests.fakes.openapi import load_validator
 from tests.test_config import BASE
@@ -399,17 +397,24 @@ def test_version_guard() -> None:
         VersionGuard(max_entries=0)
 
 
-def test_version_guard_reason_and_context_guard() -> None:
+def test_version_guard_stale_reason() -> None:
     guard = VersionGuard()
     guard.applied("product", "a", 7)
     assert guard.stale_reason("product", "a", 6) == "product version 6 is older than version 7, already applied"
     assert guard.stale_reason("product", "a", 8) is None
+    assert guard.stale_reason("product", "a", None) is None
 
-    class WithGuard:
-        versions = guard
 
-    assert guard_for(WithGuard()) is guard
-    assert guard_for(object()) is GUARD
+def test_each_context_has_its_own_version_guard() -> None:
+    first, second = build_context(settings()), build_context(settings())
+    try:
+        assert isinstance(first.versions, VersionGuard) and first.versions is not second.versions
+        first.versions.applied("product", "a", 7)
+        assert first.versions.last("product", "a") == 7
+        assert second.versions.last("product", "a") is None  # one app instance's memory, not the process's
+    finally:
+        close_context(first)
+        close_context(second)
 
 
 def test_version_guard_is_thread_safe() -> None:
@@ -426,236 +431,3 @@ def test_version_guard_is_thread_safe() -> None:
     for t in threads:
         t.join()
     assert sum(guard.last("product", str(i)) is not None for i in range(70)) == 50
-
-
-# --- processors (in-memory fakes, no HTTP) --------------------------------------------------------------------
-
-
-class FakeKlaviyo(Klaviyo):
-    """Catalog items and variants in memory; real `upsert_catalog` / `delete_catalog` logic over `request`."""
-
-    def __init__(self, page_size: int = 100) -> None:  # no transport
-        self.items: set[str] = set()
-        self.variants: dict[str, str] = {}  # variant id → item id
-        self.calls: list[tuple[str, str]] = []
-        self.page_size = page_size
-
-    def request(self, method: str, path: str, *, body: Any = None, params: Any = None,
-                safe_to_retry: bool = True) -> Any:
-        path = unquote(path)
-        check(method, path, body)
-        self.calls.append((method, path))
-        parts = path.split("/")
-        kind, object_id = parts[2], (parts[3] if len(parts) > 3 else None)
-        if method == "GET" and path.endswith("/variants"):
-            return self._variants_page(object_id or "", params or {})
-        if kind.endswith("-jobs"):
-            return {"data": {"type": kind[:-1], "id": f"job-{len(self.calls)}"}}
-        store = self.variants if kind == "catalog-variants" else self.items
-        if method == "POST":
-            new_id = catalog_id(body["data"]["attributes"]["external_id"])
-            if new_id in store:
-                raise ApiError("klaviyo", 409, "Conflict")
-            if kind == "catalog-variants":
-                item = body["data"]["relationships"]["item"]["data"]["id"]
-                if item not in self.items:
-                    raise ApiError("klaviyo", 400, "item does not exist")
-                self.variants[new_id] = item
-            else:
-                self.items.add(new_id)
-            return {"data": {"id": new_id}}
-        if object_id not in store:
-            raise NotFound("klaviyo", 404, "Not Found")
-        if method == "DELETE":
-            if isinstance(store, dict):
-                del store[object_id]
-            else:
-                store.discard(object_id)
-            return None
-        return {"data": {"id": object_id}}
-
-    def _variants_page(self, item_id: str, params: dict[str, str]) -> dict[str, Any]:
-        if item_id not in self.items:
-            raise NotFound("klaviyo", 404, "Not Found")
-        ids = sorted(v for v, item in self.variants.items() if item == item_id)
-        start = int(params.get("page[cursor]", 0))
-        page = ids[start:start + self.page_size]
-        more = start + self.page_size < len(ids)
-        next_link = f"https://a.klaviyo.com/api/catalog-items/x/variants?page%5Bcursor%5D={start + self.page_size}"
-        return {"data": [{"type": "catalog-variant", "id": v} for v in page],
-                "links": {"next": next_link if more else None}}
-
-    def writes(self) -> list[tuple[str, str]]:
-        return [c for c in self.calls if c[0] != "GET"]
-
-
-class FakeCommercetools:
-    def __init__(self, *resources: dict[str, Any]) -> None:
-        self.resources = {r["id"]: r for r in resources}
-        self.reads: list[tuple[str, str, tuple[str, ...]]] = []
-
-    def find(self, resource: str, resource_id: str, expand: Any = ()) -> dict[str, Any] | None:
-        self.reads.append((resource, resource_id, tuple(expand)))
-        return self.resources.get(resource_id)
-
-
-@pytest.fixture(autouse=True)
-def _forget_versions() -> Any:
-    GUARD.clear()
-    yield
-    GUARD.clear()
-
-
-def context(*resources: dict[str, Any], klaviyo: FakeKlaviyo | None = None) -> Context:
-    return Context(settings(), FakeCommercetools(*resources), klaviyo or FakeKlaviyo())  # type: ignore[arg-type]
-
-
-def run(processors: tuple, name: str, notification: dict[str, Any], ctx: Context) -> str | None:
-    parsed = parse_notification(notification)
-    (processor,) = [p for p in processors if p.accepts(parsed, ctx.settings)]
-    assert processor.name == name
-    return processor.run(parsed, ctx)
-
-
-ITEM = f"$custom:::$default:::{PRODUCT_ID}"
-V32, V34, V36 = (f"$custom:::$default:::JNS-SLIM-{n}-BLUE" for n in (32, 34, 36))
-
-
-def test_product_published_new_item_then_variants_in_order() -> None:
-    ctx = context(product())
-    assert run(products.PROCESSORS, "ProductPublished", fixture("catalog_message_product_published"), ctx) is None
-    assert ctx.commercetools.reads == [("products", PRODUCT_ID, ("masterData.current.categories[*].ancestors[*]",))]
-    assert ctx.klaviyo.calls == [
-        ("PATCH", f"/api/catalog-items/{ITEM}"), ("POST", "/api/catalog-items"),  # 404 → create
-        ("GET", f"/api/catalog-items/{ITEM}/variants"),
-        ("POST", "/api/catalog-variants"), ("POST", "/api/catalog-variants"), ("POST", "/api/catalog-variants"),
-    ]
-    assert set(ctx.klaviyo.variants) == {V32, V34, V36}  # the SKU-less variant is skipped
-    assert GUARD.last("product", PRODUCT_ID) == 12
-
-
-def test_product_published_updates_and_deletes_gone_variants() -> None:
-    klaviyo = FakeKlaviyo(page_size=1)  # several pages: all are read
-    klaviyo.items.add(ITEM)
-    klaviyo.variants.update({V32: ITEM, catalog_id("OLD-SKU"): ITEM})
-    ctx = context(product(), klaviyo=klaviyo)
-    assert run(products.PROCESSORS, "ProductPublished", fixture("catalog_message_product_published"), ctx) is None
-    assert klaviyo.writes() == [
-        ("PATCH", f"/api/catalog-items/{ITEM}"),
-        ("DELETE", "/api/catalog-variants/$custom:::$default:::OLD-SKU"),
-        ("PATCH", f"/api/catalog-variants/{V32}"), ("POST", "/api/catalog-variants"),
-        ("POST", "/api/catalog-variants"),
-    ]
-    assert set(klaviyo.variants) == {V32, V34, V36}
-
-
-def test_product_with_many_variants_sends_bulk_jobs() -> None:
-    p = product()
-    current = p["masterData"]["current"]
-    template = current["variants"][0]
-    current["variants"] = [{**template, "id": i + 2, "sku": f"SKU-{i}"} for i in range(30)]
-    klaviyo = FakeKlaviyo()
-    klaviyo.items.add(ITEM)
-    klaviyo.variants.update({catalog_id("SKU-0"): ITEM} | {catalog_id(f"OLD-{i}"): ITEM for i in range(25)})
-    run(products.PROCESSORS, "ProductPublished", fixture("catalog_message_product_published"),
-        context(p, klaviyo=klaviyo))
-    assert klaviyo.writes() == [
-        ("PATCH", f"/api/catalog-items/{ITEM}"),
-        ("POST", "/api/catalog-variant-bulk-delete-jobs"),
-        ("POST", "/api/catalog-variant-bulk-update-jobs"),
-        ("POST", "/api/catalog-variant-bulk-create-jobs"),
-    ]
-
-
-def test_product_published_ignored_when_gone_unpublished_or_stale() -> None:
-    message = fixture("catalog_message_product_published")
-    assert run(products.PROCESSORS, "ProductPublished", message, context()) == \
-        "product no longer exists in commercetools"
-    unpublished = product()
-    unpublished["masterData"]["published"] = False
-    ctx = context(unpublished)
-    assert "no longer published" in run(products.PROCESSORS, "ProductPublished", message, ctx)
-    assert ctx.klaviyo.calls == []
-    GUARD.applied("product", PRODUCT_ID, 13)
-    ctx = context(product())
-    assert "older than version 13" in run(products.PROCESSORS, "ProductPublished", message, ctx)
-    assert ctx.commercetools.reads == [] and ctx.klaviyo.calls == []
-
-
-def test_product_unpublished_deletes_variants_then_item() -> None:
-    klaviyo = FakeKlaviyo()
-    klaviyo.items.add(ITEM)
-    klaviyo.variants.update({V32: ITEM, V34: ITEM})
-    unpublished = product()
-    unpublished["masterData"]["published"] = False
-    ctx = context(unpublished, klaviyo=klaviyo)
-    assert run(products.PROCESSORS, "ProductUnpublished", fixture("catalog_message_product_unpublished"),
-               ctx) is None
-    assert klaviyo.writes() == [("DELETE", f"/api/catalog-variants/{V32}"),
-                                ("DELETE", f"/api/catalog-variants/{V34}"), ("DELETE", f"/api/catalog-items/{ITEM}")]
-    assert GUARD.last("product", PRODUCT_ID) == 13
-    assert run(products.PROCESSORS, "ProductUnpublished", fixture("catalog_message_product_unpublished"),
-               context(unpublished)) == "item was not in Klaviyo"
-
-
-def test_late_unpublish_of_a_republished_product_is_skipped() -> None:
-    klaviyo = FakeKlaviyo()
-    klaviyo.items.add(ITEM)
-    republished = product()
-    republished["version"] = 20
-    message = fixture("catalog_message_product_unpublished")
-    assert "published again" in run(products.PROCESSORS, "ProductUnpublished", message,
-                                    context(republished, klaviyo=klaviyo))
-    GUARD.applied("product", PRODUCT_ID, 20)  # and with this process's memory, no read at all
-    ctx = context(republished, klaviyo=klaviyo)
-    assert "older than version 20" in run(products.PROCESSORS, "ProductUnpublished", message, ctx)
-    assert klaviyo.writes() == [] and ctx.commercetools.reads == []
-
-
-def test_product_resource_deleted_is_always_handled() -> None:
-    klaviyo = FakeKlaviyo()
-    klaviyo.items.add(ITEM)
-    klaviyo.variants[V36] = ITEM
-    ctx = replace(context(klaviyo=klaviyo), settings=settings(
-        product=ProductSettings(("ProductPublished",), (), "")))  # nothing configured as "deleted"
-    assert run(products.PROCESSORS, "ProductResourceDeleted", fixture("catalog_change_product_deleted"),
-               ctx) is None
-    assert klaviyo.writes() == [("DELETE", f"/api/catalog-variants/{V36}"), ("DELETE", f"/api/catalog-items/{ITEM}")]
-    assert run(products.PROCESSORS, "ProductResourceDeleted", fixture("catalog_change_product_deleted"),
-               context()) == "item was not in Klaviyo"
-
-
-def test_inventory_update_sends_zero_stock() -> None:
-    klaviyo = FakeKlaviyo()
-    klaviyo.variants[V32] = ITEM
-    entry = fixture("catalog_inventory_entry_zero")
-    ctx = context(entry, klaviyo=klaviyo)
-    assert run(inventory.PROCESSORS, "InventoryResourceUpdated", fixture("catalog_change_inventory_updated"),
-               ctx) is None
-    assert ctx.commercetools.reads == [("inventory", entry["id"], ())]
-    assert klaviyo.calls == [("PATCH", f"/api/catalog-variants/{V32}")]
-    assert GUARD.last("inventory-entry", entry["id"]) == 7
-
-
-def test_inventory_update_ignored_cases() -> None:
-    notification = fixture("catalog_change_inventory_updated")
-    entry = fixture("catalog_inventory_entry_zero")
-    assert "not in Klaviyo yet" in run(inventory.PROCESSORS, "InventoryResourceUpdated", notification,
-                                       context(entry))  # PATCH 404: never created from stock alone
-    other = {**fixture("catalog_inventory_entry_other_channel"), "id": entry["id"]}
-    ctx = context(other)
-    assert "not in the channel" in run(inventory.PROCESSORS, "InventoryResourceUpdated", notification, ctx)
-    assert ctx.klaviyo.calls == []
-    no_channel = replace(context(entry), settings=settings(product=ProductSettings((), (), "")))
-    assert "names none" in run(inventory.PROCESSORS, "InventoryResourceUpdated", notification, no_channel)
-    assert "no longer exists" in run(inventory.PROCESSORS, "InventoryResourceUpdated", notification, context())
-    GUARD.applied("inventory-entry", entry["id"], 8)
-    assert "older than version 8" in run(inventory.PROCESSORS, "InventoryResourceUpdated", notification,
-                                         context(entry))
-
-
-def test_inventory_without_sku_is_not_accepted() -> None:
-    notification = fixture("catalog_change_inventory_updated")
-    del notification["resourceUserProvidedIdentifiers"]
-    parsed = parse_notification(notification)
-    assert not any(p.accepts(parsed, settings()) for p in inventory.PROCESSORS)

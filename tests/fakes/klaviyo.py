@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pytest_httpserver import HTTPServer
     from werkzeug import Request, Response
 
-__all__ = ["JSON_API", "FakeKlaviyo", "Headers", "Recorded", "klaviyo_error", "new_id"]
+__all__ = ["JSON_API", "FakeKlaviyo", "Headers", "Recorded", "klaviyo_error", "new_id", "parse_filter"]
 
 JSON_API = "application/vnd.api+json"
 MAX_BULK_PAYLOAD = 5 * 1024 * 1024
