@@ -1,15 +1,7 @@
 """`python -m event`: serve the event application on 0.0.0.0:$PORT."""
 
-import uvicorn
-
 from event.app import create_app
-from shared.cli import startup
-
-
-def main() -> None:
-    settings = startup()
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_config=None, access_log=False)
-
+from shared.cli import serve
 
 if __name__ == "__main__":
-    main()
+    serve(create_app)

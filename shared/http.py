@@ -85,7 +85,9 @@ class Transport:
                     wait = self._backoff(attempt)
                 else:
                     raise error
-            if not safe_to_retry or attempt >= self.policy.max_attempts or wait >= deadline.remaining() - 0.5:
+            # A 429 was refused before any processing, so even a request unsafe to repeat may be sent again.
+            retryable = safe_to_retry or error.status == 429
+            if not retryable or attempt >= self.policy.max_attempts or wait >= deadline.remaining() - 0.5:
                 raise error
             log.info("retrying %s request", self.service,
                      extra={"status": error.status, "attempt": attempt, "wait_seconds": round(wait, 3)})

@@ -6,7 +6,8 @@ and calls `applied(type, id, version)` once the work is done, so a late `Product
 arrives after the sync of version 7 cannot delete a published product.
 
 Choice and limits (kept because it is cheap: no storage round trip on the realtime path):
-- the memory is **per process** and bounded (least recently used entries are forgotten beyond `max_entries`);
+- the memory is **per app instance** (`shared.processors.Context.versions`, one guard per context) and bounded
+  (least recently used entries are forgotten beyond `max_entries`);
 - a restart forgets everything, and two instances of the event app do not share what they applied;
 - so the guard only narrows the window. The processors do not rely on it alone: they re-read the resource from
   commercetools and send its *current* state, and an unpublish is skipped when the product is published again.
@@ -77,5 +78,3 @@ class VersionGuard:
 def _is_version(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
-
-# The process-wide guard the realtime processors share.

@@ -1,0 +1,1 @@
+"""Self-hosting launcher: one container image, and `APP_TYPE` picks what it serves."""

@@ -1,0 +1,33 @@
+"""What every starlette app of ours shares: closing the clients on shutdown, and the health route."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from shared import __version__
+from shared.context import close_context
+from shared.processors import Context
+
+
+def closing(context: Context) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A starlette lifespan that closes the context's clients on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        close_context(context)
+
+    return lifespan
+
+
+def health_route(app: str) -> Route:
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok", "app": app, "version": __version__})
+
+    return Route("/health", health, methods=["GET"])
