@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import PermanentError
+from shared.messages import IDENTIFIER
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,19 @@ def decode(body: bytes) -> Delivery:
         return _pubsub(envelope["message"])
     if envelope.get("Type") == "Notification" and "Message" in envelope:
         return _sns(envelope)
-    return Delivery(envelope.get("id") if isinstance(envelope.get("id"), str) else None, envelope)
+    return Delivery(_delivery_id(envelope.get("id")), envelope)
+
+
+def _delivery_id(value: Any) -> str | None:
+    """The transport's id when it looks like one (it is logged; anything else could be personal data)."""
+    value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return value if isinstance(value, str) and IDENTIFIER.fullmatch(value) else None
 
 
 def _pubsub(message: Any) -> Delivery:
     if not isinstance(message, dict):
         raise MalformedDelivery("Pub/Sub envelope: 'message' is not an object")
-    delivery_id = message.get("messageId") or message.get("message_id")
-    delivery_id = str(delivery_id) if delivery_id else None
+    delivery_id = _delivery_id(message.get("messageId") or message.get("message_id"))
     data = message.get("data")
     if not isinstance(data, str) or not data:
         raise MalformedDelivery("Pub/Sub envelope: 'message.data' is missing", delivery_id)
@@ -56,7 +62,7 @@ def _pubsub(message: Any) -> Delivery:
 
 
 def _sns(envelope: dict[str, Any]) -> Delivery:
-    delivery_id = envelope.get("MessageId")
+    delivery_id = _delivery_id(envelope.get("MessageId"))
     try:
         return Delivery(delivery_id, json.loads(envelope["Message"]))
     except (json.JSONDecodeError, TypeError):

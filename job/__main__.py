@@ -15,13 +15,11 @@ import dataclasses
 import sys
 from typing import Any
 
-import uvicorn
-
 from job.requests import BadRequest
 from job.state import IMPORT_TYPES, Busy, ImportRecord
-from shared.cli import startup
+from shared.cli import serve, startup
 from shared.config import Settings
-from shared.errors import ConnectorError
+from shared.errors import ApiError, ConnectorError
 
 TYPES = (*IMPORT_TYPES, "all")
 
@@ -34,14 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in (None, "serve"):
         from job.app import create_app
 
-        uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_config=None, access_log=False)
+        serve(create_app, settings)
         return 0
     from job.service import JobService
-    from shared.context import build_context
+    from shared.context import build_context, close_context
 
-    service = JobService(build_context(settings))
+    context = build_context(settings)
     try:
-        return _COMMANDS[args.command](service, settings, args)
+        return _COMMANDS[args.command](JobService(context), settings, args)
     except BadRequest as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -49,15 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.describe() if isinstance(exc, ApiError) else exc}", file=sys.stderr)
         return 1
+    finally:
+        close_context(context)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m job", description="Bulk imports from commercetools to Klaviyo.")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the job application (the default)")
-    for name, text in (("sync", "request an import and run it now, in the foreground"),
+    for name, text in (("sync", "request an import (or resume the same unfinished one) and run it now"),
                        ("request", "record an import request for the scheduled runs")):
         command = commands.add_parser(name, help=text)
         command.add_argument("type", choices=TYPES)

@@ -12,8 +12,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -24,11 +23,11 @@ from starlette.routing import Route
 from job.requests import BadRequest
 from job.service import JobService
 from job.state import IMPORT_TYPES, Busy
-from shared import __version__
 from shared.config import Settings
-from shared.context import build_context, close_context
-from shared.errors import ConnectorError
+from shared.context import build_context
+from shared.errors import ApiError, ConnectorError
 from shared.processors import Context
+from shared.web import closing, health_route
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -36,42 +35,41 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
     context = context or build_context(settings)
-    service = JobService(context)
-    return Starlette(routes=job_routes(service), lifespan=_closing(context))
+    return Starlette(routes=[*job_routes(JobService(context)), health_route("job")], lifespan=closing(context))
 
 
-def _closing(context: Context) -> Callable[[Starlette], AsyncIterator[None]]:
-    @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
-        close_context(context)
-
-    return lifespan  # type: ignore[return-value]
-
-
-def job_routes(service: JobService, prefix: str = "") -> list[Route]:
+def job_routes(service: JobService, scheduler_path: str = "/") -> list[Route]:
+    """The management routes, and the scheduler's run at `POST {scheduler_path}`."""
     token = service.context.settings.bulk_api_token
     runs = threading.Lock()
+    wanted = threading.Event()  # a request came in that no run has looked for yet
 
     def run_in_background() -> None:
         def work() -> None:
-            if not runs.acquire(blocking=False):
-                return  # a run is on its way in this process; it picks the new request up
-            try:
-                service.run()
-            except ConnectorError as exc:
-                log.warning("background import run failed", extra={"error": str(exc)})
-            finally:
-                runs.release()
+            # One run at a time in this process. A request arriving during a run may be for a type the run has
+            # passed already, so the run goes round again; one arriving as the run ends is seen by the loop.
+            while wanted.is_set():
+                if not runs.acquire(blocking=False):
+                    return  # the thread holding the lock looks at `wanted` again when it lets go
+                try:
+                    while wanted.is_set():
+                        wanted.clear()
+                        service.run()
+                except ConnectorError as exc:
+                    log.warning("background import run failed", extra={"error": str(exc)})
+                except Exception as exc:  # e.g. the clients closed as the app shuts down: the next run resumes
+                    log.warning("background import run stopped", extra={"error": type(exc).__name__})
+                finally:
+                    runs.release()
 
+        wanted.set()
         threading.Thread(target=work, name="import-run", daemon=True).start()
 
     async def scheduled_run(_request: Request) -> Response:
         try:
             summaries = await run_in_threadpool(service.run)
         except ConnectorError as exc:
-            status = 503 if exc.transient else 500
-            return JSONResponse({"error": str(exc)}, status_code=status)
+            return _unavailable(exc)
         return JSONResponse({"imports": summaries})
 
     def guarded(handler: Handler) -> Handler:
@@ -102,6 +100,8 @@ def job_routes(service: JobService, prefix: str = "") -> list[Route]:
             return JSONResponse({"message": str(exc)}, status_code=400)
         except Busy as exc:
             return JSONResponse({"message": str(exc)}, status_code=409)
+        except ConnectorError as exc:
+            return _unavailable(exc)
         run_in_background()
         return JSONResponse({"message": f"{import_type} import accepted",
                              "imports": [r.summary() for r in records]}, status_code=202)
@@ -114,21 +114,29 @@ def job_routes(service: JobService, prefix: str = "") -> list[Route]:
             stopped = await run_in_threadpool(service.stop, import_type)
         except Busy as exc:
             return JSONResponse({"message": str(exc)}, status_code=409)
+        except ConnectorError as exc:
+            return _unavailable(exc)
         if not stopped:
             return JSONResponse({"message": f"no {import_type} import is currently running"}, status_code=400)
         return JSONResponse({"message": f"{import_type} import stopped", "imports": [r.summary() for r in stopped]})
 
     async def status(_request: Request) -> Response:
-        return JSONResponse({"imports": await run_in_threadpool(service.status)})
+        try:
+            return JSONResponse({"imports": await run_in_threadpool(service.status)})
+        except ConnectorError as exc:
+            return _unavailable(exc)
 
-    async def health(_request: Request) -> Response:
-        return JSONResponse({"status": "ok", "app": "job", "version": __version__})
-
-    routes = [
-        Route(f"{prefix}/sync/status", guarded(status), methods=["GET"]),
-        Route(f"{prefix}/sync/{{type}}/stop", guarded(stop), methods=["POST"]),
-        Route(f"{prefix}/sync/{{type}}", guarded(sync), methods=["POST"]),
+    return [
+        Route("/sync/status", guarded(status), methods=["GET"]),
+        Route("/sync/{type}/stop", guarded(stop), methods=["POST"]),
+        Route("/sync/{type}", guarded(sync), methods=["POST"]),
+        Route(scheduler_path, scheduled_run, methods=["POST"]),
     ]
-    if not prefix:
-        routes += [Route("/", scheduled_run, methods=["POST"]), Route("/health", health, methods=["GET"])]
-    return routes
+
+
+def _unavailable(exc: ConnectorError) -> Response:
+    """The import state could not be read or written (commercetools failed): 503 to try again, else 500."""
+    text = exc.describe() if isinstance(exc, ApiError) else exc.reason
+    log.warning("import state unavailable", extra={"error": text})
+    return JSONResponse({"message": f"the import state is unavailable: {text}"},
+                        status_code=503 if exc.transient else 500)

@@ -9,7 +9,7 @@ from typing import Any
 from job.importers import categories, customers, orders, products
 from job.requests import parse_request
 from job.runner import JobContext, Progress, Step, run_pending
-from job.state import IMPORT_TYPES, ImportRecord, ImportStore
+from job.state import CONTAINER, DRY_RUN_CONTAINER, IMPORT_TYPES, ImportRecord, ImportStore
 from shared.bulk import KlaviyoBulk
 from shared.processors import Context
 
@@ -27,7 +27,8 @@ class JobService:
     def __init__(self, context: Context, sender_factory: Callable[[Context], Any] = KlaviyoBulk) -> None:
         settings = context.settings
         self.context = context
-        self.store = ImportStore(context.commercetools, lease_seconds=settings.job.lease_seconds)
+        self.store = ImportStore(context.commercetools, lease_seconds=settings.job.lease_seconds,
+                                 container=DRY_RUN_CONTAINER if settings.dry_run else CONTAINER)
         self.job = JobContext(context, sender_factory(context.klaviyo), page_size=settings.job.page_size,
                               dry_run=settings.dry_run)
 

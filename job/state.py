@@ -3,7 +3,8 @@
 Every write is conditioned on the object's `version`, so two writers never overwrite each other silently. The
 runner holds a lease (owner + expiry) that it renews with every checkpoint; a runner that died frees the import
 once its lease expires, with no hand work. A stop request wins over a runner: the runner's next save finds the
-new version, re-reads, sees `cancelled` and stops.
+new version, re-reads, sees `cancelled` and stops; a new request made after its lease expired also wins.
+Dry runs keep their records in a container of their own, so they never replace, resume or show as real imports.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from shared.commercetools import Commercetools
 from shared.errors import Conflict
 
 CONTAINER = "klaviyo-connector-imports"
+DRY_RUN_CONTAINER = "klaviyo-connector-imports-dry-run"  # dry runs never touch (or resume) real imports
 IMPORT_TYPES = ("categories", "products", "customers", "orders")  # also the order of `all`
 ACTIVE = ("requested", "running")
 COUNT_NAMES = ("read", "sent", "skipped", "failed")
@@ -27,8 +29,8 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+def iso(moment: datetime, timespec: str = "seconds") -> str:
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_iso(value: str) -> datetime:
@@ -91,12 +93,14 @@ class ImportRecord:
 
 
 class ImportStore:
-    def __init__(self, commercetools: Commercetools, lease_seconds: float = 120.0) -> None:
+    def __init__(self, commercetools: Commercetools, lease_seconds: float = 120.0,
+                 container: str = CONTAINER) -> None:
         self._ct = commercetools
         self.lease_seconds = lease_seconds
+        self.container = container
 
     def get(self, import_type: str) -> ImportRecord | None:
-        obj = self._ct.get_custom_object(CONTAINER, import_type)
+        obj = self._ct.get_custom_object(self.container, import_type)
         return ImportRecord.from_object(obj) if obj else None
 
     def all(self) -> Iterator[ImportRecord]:
@@ -106,17 +110,34 @@ class ImportStore:
                 yield record
 
     def _write(self, record: ImportRecord) -> ImportRecord:
+        """Write conditioned on `record.version`; `Conflict` when the object changed meanwhile.
+
+        A conflict answered to a retried write whose first attempt went through is not one: the stored value
+        is then exactly ours, and the write counts as done.
+        """
         record.updated_at = iso(now())
-        obj = self._ct.put_custom_object(CONTAINER, record.type, record.to_value(),
-                                         version=record.version if record.version is not None else 0)
+        value = record.to_value()
+        try:
+            obj = self._ct.put_custom_object(self.container, record.type, value,
+                                             version=record.version if record.version is not None else 0)
+        except Conflict:
+            obj = self._ct.get_custom_object(self.container, record.type)
+            if obj is None or _without_nulls(obj["value"]) != _without_nulls(value):
+                raise
         record.version = obj["version"]
         return record
 
     def request(self, import_type: str, options: dict[str, Any]) -> ImportRecord:
-        """Record a new request; `Busy` when one of this type is running under a live lease."""
+        """Record a new request; `Busy` when one of this type is running under a live lease.
+
+        The same request as an unfinished import (stopped by its time budget, a transient failure or a dead
+        runner) resumes it from its checkpoint instead of starting over: nothing is sent twice.
+        """
         current = self.get(import_type)
         if current and current.status == "running" and current.lease_live():
             raise Busy(f"a {import_type} import is running")
+        if current and current.status in ACTIVE and current.request == options:
+            return current
         record = ImportRecord(type=import_type, request=copy.deepcopy(options), requested_at=iso(now()),
                               version=current.version if current else None)
         try:
@@ -164,10 +185,20 @@ class ImportStore:
             current = self.get(record.type)
             if current is None or current.status == "cancelled":
                 raise Cancelled(record.type) from None
-            if current.lease and current.lease["owner"] != owner:
-                raise Busy(f"another runner took over the {record.type} import") from None
+            if current.status != "running" or not current.lease or current.lease.get("owner") != owner:
+                # a new request (after our lease expired) or another runner: theirs wins, never overwritten
+                raise Busy(f"the {record.type} import was taken over or requested again meanwhile") from None
             record.version = current.version
             return self._write(record)
 
     def _lease(self, owner: str) -> dict[str, str]:
-        return {"owner": owner, "expiresAt": iso(now() + timedelta(seconds=self.lease_seconds))}
+        return {"owner": owner, "expiresAt": iso(now() + timedelta(seconds=self.lease_seconds), "milliseconds")}
+
+
+def _without_nulls(value: Any) -> Any:
+    """A JSON value without null members (commercetools may drop them when it stores a custom object)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

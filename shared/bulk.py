@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.errors import ApiError, redact
+from shared import deadline
+from shared.errors import ApiError, TransientError, redact
 from shared.klaviyo import Klaviyo
 from shared.ratelimit import RateLimiter
 
@@ -23,6 +24,7 @@ MAX_EVENTS = 1000  # per event-bulk-create-job request
 MAX_CATALOG = 100  # per catalog bulk job
 MAX_PROFILES = 10_000  # per profile bulk import job
 MAX_BYTES = 4_500_000  # Klaviyo accepts 5 MB per request; leave room for the envelope
+MAX_JOB_ERRORS = 20  # error messages kept per job
 PLURAL = {"item": "items", "variant": "variants", "category": "categories"}
 
 
@@ -134,13 +136,17 @@ class KlaviyoBulk:
         return f"catalog-{kind}-bulk-{action}:{body['data']['id']}"
 
     def profile_job(self, profiles: list[dict[str, Any]]) -> str:
+        """A profile bulk import job; it upserts (by email and external id), so a repeated request is harmless."""
         self._limiter.acquire("profile-bulk-import")
-        body = self._klaviyo.request("POST", "/api/profile-bulk-import-jobs", body=profile_job_body(profiles),
-                                     safe_to_retry=False)
+        body = self._klaviyo.request("POST", "/api/profile-bulk-import-jobs", body=profile_job_body(profiles))
         return f"profiles:{body['data']['id']}"
 
     def wait(self, jobs: Iterable[str]) -> JobResult:
-        """Poll the jobs until each is done; sums their counts and collects their error messages."""
+        """Poll the jobs until each is done; sums their counts and collects their error messages.
+
+        Catalog jobs list their failures in the job; a profile import job's are read from its import errors.
+        Polling stops, as a transient failure, when the current time budget cannot cover the next wait.
+        """
         result = JobResult()
         pending = list(jobs)
         interval = self._poll_interval
@@ -148,21 +154,43 @@ class KlaviyoBulk:
             still = []
             for job in pending:
                 job_type, job_id = job.split(":", 1)
-                limiter_key = "profile-bulk-import" if job_type == "profiles" else "job-status"
+                limiter_key = "profile-bulk-import" if job_type == "profiles" else "catalog-job-status"
                 self._limiter.acquire(limiter_key)
                 attributes = self._klaviyo.request("GET", f"{_job_path(job_type)}/{job_id}")["data"]["attributes"]
                 if attributes.get("status") in ("queued", "processing"):
                     still.append(job)
                     continue
+                failed = int(attributes.get("failed_count") or 0)
                 result.completed += int(attributes.get("completed_count") or 0)
-                result.failed += int(attributes.get("failed_count") or 0)
+                result.failed += failed
                 if attributes.get("status") == "cancelled":
                     result.errors.append(f"{job_type} job {job_id} was cancelled by Klaviyo")
-                for error in attributes.get("errors") or []:
-                    detail = error.get("detail") if isinstance(error, dict) else str(error)
-                    result.errors.append(f"{job_type} job {job_id}: {redact(str(detail))}")
+                errors = attributes.get("errors") or []
+                if job_type == "profiles" and failed:
+                    errors = self._import_errors(job_id)
+                for error in errors[:MAX_JOB_ERRORS]:
+                    result.errors.append(f"{job_type} job {job_id}: {_error_text(error)}")
             pending = still
             if pending:
+                if interval >= deadline.remaining():
+                    raise TransientError(f"{len(pending)} Klaviyo bulk job(s) still processing when the time "
+                                         "budget ran out")
                 self._sleep(interval)
                 interval = min(interval * 1.5, 10.0)
         return result
+
+    def _import_errors(self, job_id: str) -> list[dict[str, Any]]:
+        """The first errors of a profile import job (their payloads, personal data, are not asked for)."""
+        self._limiter.acquire("profile-bulk-import")
+        body = self._klaviyo.request("GET", f"/api/profile-bulk-import-jobs/{job_id}/import-errors", params={
+            "fields[import-error]": "code,title,detail,source", "page[size]": str(MAX_JOB_ERRORS)})
+        return [entry.get("attributes") or {} for entry in (body or {}).get("data") or []]
+
+
+def _error_text(error: Any) -> str:
+    """What a job error says, redacted (Klaviyo may quote the values it refused)."""
+    if not isinstance(error, dict):
+        return redact(str(error))
+    text = error.get("detail") or error.get("title") or error.get("code") or "error"
+    pointer = (error.get("source") or {}).get("pointer")
+    return redact(f"{text} (at {pointer})" if pointer else str(text))

@@ -149,6 +149,7 @@ class Settings:
     event_time_budget: float
     job: JobSettings
     dry_run: bool = False
+    retry_dead_letters: bool = False
     dry_run_file: str = "out/klaviyo-dry-run.jsonl"
     bulk_api_token: str = field(default="", repr=False)
     product_url_template: str = ""
@@ -361,6 +362,7 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
         job=JobSettings(time_budget_seconds=float(tree["job"]["timeBudgetMinutes"]) * 60, page_size=page_size,
                         lease_seconds=float(tree["job"]["leaseSeconds"])),
         dry_run=dry_run,
+        retry_dead_letters=tree["deadLetters"]["retryOnSchedule"],
         dry_run_file=tree["dryRun"]["file"],
         bulk_api_token=env.get("BULK_API_TOKEN", "").strip(),
         product_url_template=template,

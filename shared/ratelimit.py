@@ -22,9 +22,9 @@ class Limit:
 LIMITS = {
     "events-bulk": Limit(10, 150),
     "profile-bulk-import": Limit(10, 150),
-    "catalog-bulk": Limit(75, 700),
+    "catalog-bulk": Limit(75, 700),  # creating a catalog bulk job (75/s, 750/m)
+    "catalog-job-status": Limit(75, 700),  # reading one (the same limits as creating)
     "catalog-read": Limit(350, 3500),
-    "job-status": Limit(350, 3500),
 }
 
 

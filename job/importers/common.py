@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from job.requests import where_clauses
@@ -11,26 +11,46 @@ from job.runner import JobContext
 from job.state import ImportRecord
 from shared.bulk import MAX_CATALOG, JobResult, chunks
 from shared.commercetools import literal
+from shared.errors import redact
 from shared.klaviyo import CATALOG_PATHS, catalog_id
 
 CATALOG_PREFIX = catalog_id("")
+MAX_ERRORS = 20  # failures named in an import record
+T = TypeVar("T")
+
+
+IDS_PER_QUERY = 100  # ids in one `id in (...)` predicate: the URL stays well under 8,000 octets
 
 
 def next_page(job: JobContext, record: ImportRecord, resource: str, *, where: Sequence[str] = (),
-              expand: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The page after the checkpoint (`lastId`), sorted by id, with the request's filters applied."""
+              expand: Sequence[str] = ()) -> tuple[list[dict[str, Any]], bool]:
+    """The page after the checkpoint (`lastId`), sorted by id, with the request's filters applied; and whether it
+    is the last one.
+
+    A request for `ids` goes through its own ids, sorted, a page (at most 100) at a time, so that no query
+    carries all of them; ids that commercetools does not have (or that other filters leave out) are passed over.
+    """
     after = record.checkpoint.get("lastId")
-    clauses = where_clauses(record.request) + list(where) + ([f"id > {literal(after)}"] if after else [])
-    page = job.context.commercetools.query(resource, where=clauses, sort=["id asc"], expand=expand,
-                                           limit=job.page_size)
+    options = dict(record.request)
+    ids = options.pop("ids", None)
+    query = job.context.commercetools.query
+    if ids:
+        remaining = sorted(i for i in set(ids) if after is None or i > after)
+        chunk = remaining[:min(job.page_size, IDS_PER_QUERY)]
+        if not chunk:
+            return [], True
+        clauses = [f"id in ({', '.join(literal(i) for i in chunk)})", *where_clauses(options), *where]
+        page = query(resource, where=clauses, sort=["id asc"], expand=expand, limit=len(chunk))
+        record.checkpoint["lastId"] = chunk[-1]
+        last = len(chunk) == len(remaining)
+    else:
+        clauses = [*where_clauses(options), *where] + ([f"id > {literal(after)}"] if after else [])
+        page = query(resource, where=clauses, sort=["id asc"], expand=expand, limit=job.page_size)
+        if page:
+            record.checkpoint["lastId"] = page[-1]["id"]
+        last = len(page) < job.page_size
     record.counts["read"] += len(page)
-    if page:
-        record.checkpoint["lastId"] = page[-1]["id"]
-    return page
-
-
-def is_last(job: JobContext, page: list[dict[str, Any]]) -> bool:
-    return len(page) < job.page_size
+    return page, last
 
 
 def filtered(record: ImportRecord) -> bool:
@@ -42,9 +62,35 @@ def filtered(record: ImportRecord) -> bool:
 def count(record: ImportRecord, result: JobResult) -> None:
     record.counts["sent"] += result.completed
     record.counts["failed"] += result.failed
-    record.errors.extend(result.errors[:20])
-    if result.errors:
-        record.last_error = result.errors[-1]
+    for error in result.errors[:MAX_ERRORS]:
+        note(record, error)
+
+
+def note(record: ImportRecord, error: str) -> None:
+    """Name a failure in the record (the last ones are kept)."""
+    record.errors.append(error)
+    del record.errors[:-MAX_ERRORS]
+    record.last_error = error
+
+
+# What malformed data makes a mapper raise (a missing field, a value of the wrong type).
+MAPPING_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
+
+
+def mapped(record: ImportRecord, label: str, resources: Iterable[dict[str, Any]],
+           build: Callable[[dict[str, Any]], T]) -> list[tuple[dict[str, Any], T]]:
+    """`build` for each resource, with the resource. One that cannot be mapped (malformed data) is counted as
+    failed and named in the errors; the others go on, so one bad record does not hold the whole import."""
+    built = []
+    for resource in resources:
+        try:
+            built.append((resource, build(resource)))
+        except MAPPING_ERRORS as exc:
+            reason = f"no field {exc.args[0]}" if isinstance(exc, KeyError) and exc.args else redact(str(exc))
+            note(record, f"{label} {resource.get('id')}: not sent, it cannot be mapped "
+                         f"({type(exc).__name__}: {reason})")
+            record.counts["failed"] += 1
+    return built
 
 
 def existing_catalog_ids(job: JobContext, kind: str, external_ids: Iterable[str]) -> set[str]:
@@ -59,8 +105,11 @@ def existing_catalog_ids(job: JobContext, kind: str, external_ids: Iterable[str]
 
 
 def klaviyo_page(job: JobContext, kind: str, cursor: str | None) -> tuple[list[str], str | None]:
-    """One page of Klaviyo catalog ids of ours (`$custom:::$default:::` removed) and the next cursor."""
-    params = {f"fields[catalog-{kind}]": "external_id"}
+    """One page of Klaviyo catalog ids of ours (`$custom:::$default:::` removed) and the next cursor.
+
+    Pages hold `job.pageSize` objects (at most Klaviyo's 100), like the commercetools pages.
+    """
+    params = {f"fields[catalog-{kind}]": "external_id", "page[size]": str(min(job.page_size, MAX_CATALOG))}
     if cursor:
         params["page[cursor]"] = cursor
     body = job.context.klaviyo.request("GET", CATALOG_PATHS[kind], params=params)

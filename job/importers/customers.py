@@ -6,17 +6,19 @@ fails on existing ones; a profile created earlier by a guest order (same email) 
 
 from __future__ import annotations
 
-from job.importers.common import count, is_last, next_page
+from job.importers.common import count, mapped, next_page
 from job.runner import JobContext
 from job.state import ImportRecord
 from shared.mappers.customer import profile_attributes
 
 
 def step(job: JobContext, record: ImportRecord) -> bool:
-    page = next_page(job, record, "customers")
+    page, last = next_page(job, record, "customers")
     rules = job.context.settings.customer.custom_fields
-    profiles = [profile_attributes(customer, rules) for customer in page if customer.get("email")]
-    record.counts["skipped"] += len(page) - len(profiles)
+    with_email = [customer for customer in page if customer.get("email")]
+    record.counts["skipped"] += len(page) - len(with_email)
+    profiles = [attributes for _customer, attributes in
+                mapped(record, "customer", with_email, lambda customer: profile_attributes(customer, rules))]
     if profiles:
         count(record, job.sender.wait([job.sender.profile_job(profiles)]))
-    return is_last(job, page)
+    return last

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from job.importers.common import is_last, next_page
+from job.importers.common import MAX_ERRORS, mapped, next_page, note
 from job.runner import JobContext
 from job.state import ImportRecord
 from shared.config import Settings
@@ -24,20 +24,20 @@ from shared.processors.orders import fetch_products
 
 
 def step(job: JobContext, record: ImportRecord) -> bool:
-    page = next_page(job, record, "orders", expand=["paymentInfo.payments[*]"])
+    page, last = next_page(job, record, "orders", expand=["paymentInfo.payments[*]"])
     known = [order for order in page if order_profile(order) is not None]
     record.counts["skipped"] += len(page) - len(known)
     products = fetch_products(job.context.commercetools, (i for order in known for i in product_ids(order)))
     settings = job.context.settings
-    events = [event for order in known for event in order_events(order, products, settings)]
+    built = mapped(record, "order", known, lambda order: order_events(order, products, settings))
+    events = [event for _order, order_events_ in built for event in order_events_]
     if events:
         result = job.sender.send_events(events)
         record.counts["sent"] += result.sent
         record.counts["failed"] += len(result.failed)
-        record.errors.extend(result.failed[:20])
-        if result.failed:
-            record.last_error = result.failed[-1]
-    return is_last(job, page)
+        for error in result.failed[:MAX_ERRORS]:
+            note(record, error)
+    return last
 
 
 def order_events(order: dict[str, Any], products: dict[str, dict[str, Any]], settings: Settings) -> list[dict]:

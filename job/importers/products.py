@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from job.importers.categories import delete_all
-from job.importers.common import count, existing_catalog_ids, filtered, is_last, klaviyo_page, next_page
+from job.importers.common import count, existing_catalog_ids, filtered, klaviyo_page, mapped, next_page
 from job.runner import JobContext
 from job.state import ImportRecord
 from shared.bulk import MAX_CATALOG, chunks
@@ -41,28 +41,36 @@ def _jobs(job: JobContext, kind: str, action: str, data: list[dict[str, Any]]) -
 
 
 def _upsert(job: JobContext, record: ImportRecord) -> bool:
-    page = next_page(job, record, "products", where=[PUBLISHED], expand=EXPAND)
+    page, last = next_page(job, record, "products", where=[PUBLISHED], expand=EXPAND)
     settings, now = job.context.settings, datetime.now(UTC)
     existing = existing_catalog_ids(job, "item", (p["id"] for p in page))
-    items = _jobs(job, "item", "create", [item_create(p, settings, now) for p in page if p["id"] not in existing])
-    items += _jobs(job, "item", "update", [item_update(p, settings, now) for p in page if p["id"] in existing])
+
+    def build(product: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[dict, dict]], int]:
+        """The item's payload, each variant's create and update payloads (by SKU), and how many have no SKU."""
+        with_sku, without_sku = split_variants(product)
+        item = item_update(product, settings, now) if product["id"] in existing else \
+            item_create(product, settings, now)
+        variants = {v["sku"]: (variant_create(product, v, settings, now), variant_update(product, v, settings, now))
+                    for v in with_sku}
+        return item, variants, len(without_sku)
+
+    built = mapped(record, "product", page, build)  # a product that cannot be mapped is left as it is
+    items = _jobs(job, "item", "create", [item for p, (item, _, _) in built if p["id"] not in existing])
+    items += _jobs(job, "item", "update", [item for p, (item, _, _) in built if p["id"] in existing])
     count(record, job.sender.wait(items))
 
     wanted: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    for product in page:
-        with_sku, without_sku = split_variants(product)
-        record.counts["skipped"] += len(without_sku)
-        wanted.update((variant["sku"], (product, variant)) for variant in with_sku)
-    gone = [{"id": catalog_id(sku)} for product_id in sorted(existing)
+    for _product, (_item, variants, skipped) in built:
+        record.counts["skipped"] += skipped
+        wanted.update(variants)
+    gone = [{"id": catalog_id(sku)} for product_id in sorted(p["id"] for p, _ in built if p["id"] in existing)
             for sku in klaviyo_variant_skus(job.context.klaviyo, product_id) if sku not in wanted]
     present = existing_catalog_ids(job, "variant", wanted)
-    variants = _jobs(job, "variant", "delete", gone)
-    variants += _jobs(job, "variant", "update", [variant_update(p, v, settings, now)
-                                                 for sku, (p, v) in wanted.items() if sku in present])
-    variants += _jobs(job, "variant", "create", [variant_create(p, v, settings, now)
-                                                 for sku, (p, v) in wanted.items() if sku not in present])
-    count(record, job.sender.wait(variants))
-    if not is_last(job, page):
+    jobs = _jobs(job, "variant", "delete", gone)
+    jobs += _jobs(job, "variant", "update", [update for sku, (_, update) in wanted.items() if sku in present])
+    jobs += _jobs(job, "variant", "create", [create for sku, (create, _) in wanted.items() if sku not in present])
+    count(record, job.sender.wait(jobs))
+    if not last:
         return False
     if filtered(record):
         return True
@@ -79,7 +87,10 @@ def _reconcile(job: JobContext, record: ImportRecord) -> bool:
         gone = [i for i in ids if i not in alive]
         variants = [{"id": catalog_id(sku)} for i in gone for sku in klaviyo_variant_skus(job.context.klaviyo, i)]
         count(record, job.sender.wait(_jobs(job, "variant", "delete", variants)))
-        count(record, job.sender.wait(_jobs(job, "item", "delete", [{"id": catalog_id(i)} for i in gone])))
+        result = job.sender.wait(_jobs(job, "item", "delete", [{"id": catalog_id(i)} for i in gone]))
+        count(record, result)
+        if result.completed and not job.dry_run:
+            return False  # what was deleted shifted the items after it: read this position again
     record.checkpoint["cursor"] = cursor
     return cursor is None
 

@@ -249,6 +249,8 @@ def without_expansions(value: Any) -> Any:
 
 def fit_properties(properties: dict[str, Any], context: str) -> dict[str, Any]:
     """Cut properties down to Klaviyo's limits (see the module docstring); `context` (an id) is for the log."""
+    if len(properties) <= MAX_PROPERTIES and _size(properties) <= min(MAX_STRING_BYTES, MAX_PROPERTIES_BYTES):
+        return properties  # the usual case: no string can be longer than the whole (one serialisation, not many)
     fitted = {key: _cut_strings(value) for key, value in properties.items()}
     ranked = sorted(fitted, key=lambda k: k not in OWN_KEYS)  # stable: ours first, the rest in their order
     dropped = ranked[MAX_PROPERTIES:]

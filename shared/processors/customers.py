@@ -8,6 +8,8 @@ from shared.mappers.customer import profile_attributes
 from shared.messages import Notification
 from shared.processors import Context, Processor, change, message
 
+RESOURCE = "customer"
+
 
 def sync_customer(customer: dict[str, Any], context: Context) -> str | None:
     """Create or update the customer's profile: found by external id, or (with deduplication) by email."""
@@ -19,6 +21,7 @@ def sync_customer(customer: dict[str, Any], context: Context) -> str | None:
     if profile_id is None and context.settings.customer.deduplication:
         profile_id = klaviyo.find_profile_id(email=email)
     klaviyo.upsert_profile(profile_attributes(customer, context.settings.customer.custom_fields), profile_id)
+    context.versions.applied(RESOURCE, customer["id"], customer.get("version"))
     return None
 
 
@@ -31,8 +34,11 @@ def _current_customer(notification: Notification, context: Context) -> str | Non
 
 
 def _created(notification: Notification, context: Context) -> str | None:
+    """The message's copy of the customer, unless a newer version was applied since (a late or redelivered
+    CustomerCreated would bring back the data as created): then the current customer, re-read."""
     customer = notification.payload.get("customer")
-    if notification.payload_included and isinstance(customer, dict) and customer.get("id"):
+    if notification.payload_included and isinstance(customer, dict) and customer.get("id") \
+            and not context.versions.is_stale(RESOURCE, customer["id"], customer.get("version")):
         return sync_customer(customer, context)
     return _current_customer(notification, context)
 

@@ -7,6 +7,7 @@ pytest-httpserver and ``http.server`` adapters.
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import json
 import operator
@@ -477,7 +478,7 @@ class FakeCommercetools:
         self.project_key = project_key
         self.client_id = client_id
         self.client_secret = client_secret
-        self.store: dict[str, dict[str, JSON]] = {r: {} for r in STORED_RESOURCES}
+        self.store: dict[str, dict[str, JSON]] = {r: _Table() for r in STORED_RESOURCES}
         self.tokens: dict[str, str] = {}  # access token → scope
         self.requests: list[Recorded] = []
         self._faults: list[_Fault] = []
@@ -697,7 +698,8 @@ class FakeCommercetools:
         if method not in ("GET", "HEAD") or len(rest) > 1:
             raise ApiError(405, "MethodNotAllowed", f"{method} {path} is not supported by the fake.")
         if not rest:
-            return 200, self._query(self._items(resource, params), params)
+            table = self.store.get(resource)
+            return 200, self._query(self._items(resource, params), params, table)
         return 200, self._expand(self._find_one(resource, rest[0], params), params)
 
     def _items(self, resource: str, params: dict[str, list[str]]) -> list[JSON]:
@@ -720,7 +722,7 @@ class FakeCommercetools:
             raise _not_found(ident)
         return copy.deepcopy(found)
 
-    def _query(self, items: list[JSON], params: dict[str, list[str]]) -> JSON:
+    def _query(self, items: list[JSON], params: dict[str, list[str]], table: _Table | None = None) -> JSON:
         nodes: list[Node] = []
         for text in params.get("where", []):
             try:
@@ -733,7 +735,11 @@ class FakeCommercetools:
         expand = [_parse_expand(p) for p in params.get("expand", [])]
         with_total = _last(params, "withTotal", "true").lower() != "false"
 
-        found = [o for o in items if all(_evaluate(n, o) for n in nodes)]
+        if sorts == [("id", False)] and offset == 0 and not with_total:
+            ordered = table.by_id() if isinstance(table, _Table) else sorted(items, key=lambda o: o["id"])
+            found = _keyset_page(ordered, params.get("where", []), nodes, limit)
+        else:
+            found = [o for o in items if all(_evaluate(n, o) for n in nodes)]
         for path, descending in reversed(sorts):
             found.sort(key=lambda o, p=path: _sort_key(_dig(o, p)), reverse=descending)
         page = [copy.deepcopy(o) for o in found[offset : offset + limit]]
@@ -1084,3 +1090,49 @@ def _projection(product: JSON, staged: bool) -> JSON | None:
         "published": bool(master.get("published")),
         "hasStagedChanges": bool(master.get("hasStagedChanges")),
     }
+
+
+class _Table(dict):  # type: ignore[type-arg]
+    """A resource's objects by id, with the list sorted by id cached until a key is added or removed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sorted: list[JSON] | None = None
+
+    def __setitem__(self, key: str, value: JSON) -> None:
+        if key not in self:
+            self._sorted = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._sorted = None
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        self._sorted = None
+        return super().pop(*args)
+
+    def by_id(self) -> list[JSON]:
+        if self._sorted is None:
+            self._sorted = sorted(self.values(), key=lambda o: o["id"])
+        return self._sorted
+
+
+_AFTER_ID = re.compile(r'^\s*id\s*>\s*("(?:[^"\\]|\\.)*")\s*$')
+
+
+def _keyset_page(items: list[JSON], wheres: list[str], nodes: list[Node], limit: int) -> list[JSON]:
+    """`sort=id asc`, no offset, no total: what keyset paging asks. Items are sorted by id already, so start
+    after the `id > "x"` predicate by bisection and stop at `limit`, instead of filtering everything."""
+    start = 0
+    for text in wheres:
+        match = _AFTER_ID.match(text)
+        if match:
+            start = max(start, bisect.bisect_right([o["id"] for o in items], json.loads(match.group(1))))
+    found = []
+    for obj in items[start:]:
+        if all(_evaluate(n, obj) for n in nodes):
+            found.append(obj)
+            if len(found) == limit:
+                break
+    return found

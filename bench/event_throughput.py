@@ -1,0 +1,341 @@
+"""Realtime throughput: how many deliveries per second one event app instance handles, and at what cost.
+
+    python bench/event_throughput.py --n 2000 --concurrency 16 [--profile] [--log-level INFO]
+
+The event app runs under uvicorn in a subprocess (its own interpreter and GIL, as in production), configured as in
+production (LOG_LEVEL=INFO by default, its JSON lines discarded). Local stand-ins answer at once from this process:
+commercetools (tests/fakes/commercetools.py behind its stdlib server) and Klaviyo (tests/fakes/klaviyo.py behind
+a stdlib threading HTTP/1.1 server, OpenAPI validation off). N Pub/Sub deliveries, a realistic mix built from
+demo/sample.py, are posted with the given concurrency:
+
+- CustomerCreated (a new customer with an address and phone): 1 Klaviyo lookup + 1 profile import;
+- OrderCreated with 3 lines: 1 commercetools products query + 4 Klaviyo events;
+- ProductPublished with 3 variants: 1 commercetools read + item upsert, variant listing, 3 variant upserts;
+- inventory entry ResourceUpdated: 1 commercetools read + 1 Klaviyo variant update.
+
+Printed: deliveries/second, latency p50/p90/p99/max, answers, Klaviyo and commercetools requests per delivery,
+the app's CPU time per delivery, peak RSS of the app process and of this process. With --profile the app's
+handling (event loop thread and worker threads) runs under cProfile and the top functions are printed.
+
+The stand-ins and the load generator share this process, so on a small machine they compete with the app for
+CPU: the app's CPU time per delivery is the figure that does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import json
+import os
+import pstats
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from demo import sample  # noqa: E402
+from tests.fakes.commercetools import FakeCommercetools  # noqa: E402
+from tests.fakes.commercetools_server import serve as serve_commercetools  # noqa: E402
+from tests.fakes.klaviyo import FakeKlaviyo  # noqa: E402
+
+PROJECT = "bench-shop"
+CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
+KINDS = ("customer", "order", "product", "inventory")
+
+
+# --- stand-ins ----------------------------------------------------------------------------------------------------
+
+
+class _KlaviyoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: KlaviyoServer
+
+    def _any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        status, headers, payload = self.server.fake.handle(self.command, self.path, self.headers.items(), body,
+                                                           base_url=self.server.url)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class KlaviyoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeKlaviyo) -> None:
+        super().__init__(("127.0.0.1", 0), _KlaviyoHandler)
+        self.fake = fake
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+# --- the workload -------------------------------------------------------------------------------------------------
+
+
+def notification(resource_type: str, resource_id: str, message_type: str, **fields: Any) -> dict[str, Any]:
+    return {"notificationType": "Message", "projectKey": PROJECT, "id": str(uuid.uuid4()), "version": 1,
+            "sequenceNumber": 1, "resource": {"typeId": resource_type, "id": resource_id},
+            "resourceVersion": fields.pop("resourceVersion", 1), "resourceUserProvidedIdentifiers": {},
+            "type": message_type, "createdAt": "2026-11-26T10:00:00.000Z",
+            "lastModifiedAt": "2026-11-26T10:00:00.000Z", **fields}
+
+
+def envelope(payload: dict[str, Any], number: int) -> bytes:
+    data = json.dumps(payload).encode()
+    return json.dumps({"message": {"data": base64.b64encode(data).decode(), "messageId": str(10**12 + number),
+                                   "publishTime": "2026-11-26T10:00:00.000Z", "attributes": {}},
+                       "subscription": "projects/bench/subscriptions/klaviyo"}).encode()
+
+
+def workload(ct: FakeCommercetools, n: int) -> tuple[list[tuple[str, bytes]], list[bytes]]:
+    """(kind, body) of `n` deliveries cycling through KINDS, and the warm-up deliveries (the products published
+    once, so that stock updates find their variants)."""
+    for resource_type, objects in sample.project().items():
+        for obj in objects:
+            ct.add(resource_type, obj)
+    per_kind = n // len(KINDS) + 1
+    customers = sample.customers(3 + per_kind)[3:]
+    for index, customer in enumerate(customers):
+        customer["addresses"][0]["mobile"] = f"+4477009{index:05d}"
+    orders = list(sample.orders(10 + per_kind, lines=3, n_customers=3 + per_kind))[10:]
+    products = [p for p in sample.products() if len(sample_variants(p)) == 3]
+    entries = list(ct.store["inventory"].values())
+    deliveries = []
+    for number in range(n):
+        kind, index = KINDS[number % len(KINDS)], number // len(KINDS)
+        if kind == "customer":
+            payload = notification("customer", customers[index]["id"], "CustomerCreated", customer=customers[index])
+        elif kind == "order":
+            order = {**orders[index], "orderState": "Open"}
+            payload = notification("order", order["id"], "OrderCreated", order=order)
+        elif kind == "product":
+            product = products[index % len(products)]
+            payload = notification("product", product["id"], "ProductPublished", resourceVersion=product["version"])
+        else:
+            entry = entries[index % len(entries)]
+            payload = {"notificationType": "ResourceUpdated", "projectKey": PROJECT,
+                       "resource": {"typeId": "inventory-entry", "id": entry["id"]},
+                       "resourceUserProvidedIdentifiers": {"sku": entry["sku"]}, "version": entry["version"],
+                       "oldVersion": entry["version"] - 1, "modifiedAt": "2026-11-26T10:00:00.000Z"}
+        deliveries.append((kind, envelope(payload, number)))
+    warm_up = [envelope(notification("product", p["id"], "ProductPublished", resourceVersion=p["version"]), -i - 1)
+               for i, p in enumerate(sample.products())]
+    return deliveries, warm_up
+
+
+def sample_variants(product: dict[str, Any]) -> list[dict[str, Any]]:
+    current = product["masterData"]["current"]
+    return [current["masterVariant"], *current["variants"]]
+
+
+# --- the app in a subprocess ----------------------------------------------------------------------------------------
+
+
+def serve_app(port: int, profile_out: str | None) -> None:
+    """The subprocess: `python -m event`'s start-up (settings from the environment, JSON logs), optionally under
+    cProfile in every thread that handles a delivery and in the event loop thread."""
+    import uvicorn
+
+    import event.app
+    from shared.cli import startup
+
+    settings = startup()
+    profiles: list[cProfile.Profile] = []
+    if profile_out:
+        local = threading.local()
+        lock = threading.Lock()
+        handle = event.app.handle_delivery
+
+        def profiled(body: bytes, context: Any) -> Any:
+            profiler = getattr(local, "profiler", None)
+            if profiler is None:
+                profiler = local.profiler = cProfile.Profile(time.thread_time)
+                with lock:
+                    profiles.append(profiler)
+            profiler.enable()
+            try:
+                return handle(body, context)
+            finally:
+                profiler.disable()
+
+        event.app.handle_delivery = profiled  # what the POST / route calls, in the thread pool
+        loop_profiler = cProfile.Profile(time.thread_time)
+        profiles.append(loop_profiler)
+        loop_profiler.enable()
+    config = uvicorn.Config(event.app.create_app(settings), host="127.0.0.1", port=port, log_config=None,
+                            access_log=False)
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
+        pass
+    if profile_out:
+        loop_profiler.disable()
+        stats = pstats.Stats(profiles[0])
+        for profiler in profiles[1:]:
+            stats.add(profiler)
+        stats.dump_stats(profile_out)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(ct_url: str, klaviyo_url: str, log_level: str, profile_out: str | None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CT_API_URL": ct_url, "CT_AUTH_URL": ct_url,
+           "CT_PROJECT_ID": PROJECT, "CT_API_CLIENT": json.dumps({"clientId": CLIENT_ID, "secret": CLIENT_SECRET}),
+           "KLAVIYO_AUTH_KEY": "pk_bench_0123456789", "KLAVIYO_API_URL": klaviyo_url, "PREFERRED_LOCALE": "en-US",
+           "PREFERRED_CURRENCY": "EUR", "PRODUCT_URL_TEMPLATE": "https://shop.example.com/p/{{productSlug}}",
+           "NODE_CONFIG": json.dumps({"product": {"inventory": {"useChannelInventory": sample.CHANNEL}}}),
+           "LOG_LEVEL": log_level, "APP_TYPE": "EVENT"}
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-app", str(port)]
+    if profile_out:
+        command += ["--profile-out", profile_out]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > end:
+            raise SystemExit("the event app did not start")
+        time.sleep(0.1)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_peak_rss_mib(pid: int) -> float | None:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+# --- the run --------------------------------------------------------------------------------------------------------
+
+
+def post_all(url: str, deliveries: list[tuple[str, bytes]], concurrency: int) -> list[tuple[str, int, float]]:
+    """(kind, status, seconds) per delivery, posted by `concurrency` workers."""
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=url, timeout=60, limits=limits) as client:
+        def post(item: tuple[str, bytes]) -> tuple[str, int, float]:
+            kind, body = item
+            began = time.perf_counter()
+            status = client.post("/", content=body, headers=headers).status_code
+            return kind, status, time.perf_counter() - began
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            return list(pool.map(post, deliveries))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="deliveries to post (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="deliveries in flight (default 16)")
+    parser.add_argument("--log-level", default="INFO", help="the app's LOG_LEVEL (default INFO, as in production)")
+    parser.add_argument("--profile", action="store_true", help="run the app under cProfile and print the top")
+    parser.add_argument("--top", type=int, default=25, help="functions printed with --profile (default 25)")
+    parser.add_argument("--serve-app", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_app:
+        serve_app(args.serve_app, args.profile_out)
+        return 0
+
+    ct = FakeCommercetools(project_key=PROJECT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    deliveries, warm_up = workload(ct, args.n)
+    ct_server, ct_url = serve_commercetools(ct)
+    klaviyo = FakeKlaviyo(validate=False)
+    klaviyo_server = KlaviyoServer(klaviyo)
+    profile_out = tempfile.mktemp(suffix=".prof") if args.profile else None
+    process, url = start_app(ct_url, klaviyo_server.url, args.log_level, profile_out)
+    try:
+        for kind, status, _ in post_all(url, [("warm-up", body) for body in warm_up], 1):
+            assert status == 204, (kind, status)
+        klaviyo_before, ct_before = len(klaviyo.requests), len(ct.requests)
+        cpu_before = proc_cpu_seconds(process.pid)
+        began = time.perf_counter()
+        results = post_all(url, deliveries, args.concurrency)
+        elapsed = time.perf_counter() - began
+        app_cpu = proc_cpu_seconds(process.pid) - cpu_before
+        app_rss = proc_peak_rss_mib(process.pid)
+        klaviyo_requests, ct_requests = len(klaviyo.requests) - klaviyo_before, len(ct.requests) - ct_before
+    finally:
+        process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown (writes the profile)
+        process.wait(60)
+        ct_server.shutdown()
+        klaviyo_server.shutdown()
+
+    n = len(results)
+    latencies = [seconds * 1000 for _, _, seconds in results]
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"event app throughput: {n} deliveries, concurrency {args.concurrency}, LOG_LEVEL={args.log_level}, "
+          f"{os.cpu_count()} CPUs{', under cProfile' if args.profile else ''}")
+    print(f"  deliveries/second       {n / elapsed:8.1f}   ({elapsed:.2f} s)")
+    print(f"  latency ms              p50 {percentile(latencies, .5):.1f}  p90 {percentile(latencies, .9):.1f}  "
+          f"p99 {percentile(latencies, .99):.1f}  max {max(latencies):.1f}  mean {statistics.fmean(latencies):.1f}")
+    for kind in KINDS:
+        own = [s * 1000 for k, _, s in results if k == kind]
+        print(f"    {kind:<10}            p50 {percentile(own, .5):.1f}  p99 {percentile(own, .99):.1f}")
+    print(f"  answers                 {dict(Counter(status for _, status, _ in results))}")
+    print(f"  Klaviyo requests        {klaviyo_requests / n:8.2f} per delivery ({klaviyo_requests})")
+    print(f"  commercetools requests  {ct_requests / n:8.2f} per delivery ({ct_requests})")
+    print(f"  app CPU                 {app_cpu / n * 1000:8.2f} ms per delivery ({app_cpu:.2f} s, "
+          f"{app_cpu / elapsed:.0%} of one core)")
+    print(f"  peak RSS                app {app_rss or child_rss:.1f} MiB (subprocess), "
+          f"this process {self_rss:.1f} MiB (stand-ins, load generator)")
+    if profile_out:
+        print(f"\nprofile of the app (cumulative, top {args.top}):")
+        stats = pstats.Stats(profile_out, stream=sys.stdout).strip_dirs()
+        stats.sort_stats("cumulative").print_stats(args.top)
+        print(f"profile of the app (own time, top {args.top}):")
+        stats.sort_stats("tottime").print_stats(args.top)
+        os.unlink(profile_out)
+    return 0 if set(status for _, status, _ in results) == {204} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
