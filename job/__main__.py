@@ -6,6 +6,9 @@
     python -m job run                  work on pending imports for one time budget (what the scheduler does)
     python -m job status               a table of all imports
     python -m job stop <type>          cancel an import
+    python -m job dead-letters list [--since ISO]         deliveries that failed for good
+    python -m job dead-letters replay (--id KEY ... | --all)   process them again
+    python -m job dead-letters purge --before ISO          delete old records
 """
 
 from __future__ import annotations
@@ -77,6 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="show all imports")
     stop = commands.add_parser("stop", help="cancel an import")
     stop.add_argument("type", choices=TYPES)
+    letters = commands.add_parser("dead-letters", help="deliveries the event app could never process")
+    actions = letters.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="a table of the records")
+    listing.add_argument("--since", help="only records last seen at or after this ISO date-time")
+    replay = actions.add_parser("replay", help="process records again; success removes them")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", nargs="+", dest="ids", metavar="KEY", help="the records' keys (message ids)")
+    which.add_argument("--all", action="store_true", help="every record")
+    purge = actions.add_parser("purge", help="delete records last seen before a date")
+    purge.add_argument("--before", required=True, help="ISO date-time, e.g. 2026-11-01T00:00:00Z")
     return parser
 
 
@@ -107,7 +120,10 @@ def _sync(service: Any, settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(service: Any, _settings: Settings, _args: argparse.Namespace) -> int:
-    _table(service.run(progress=_progress))
+    summary = service.scheduled_run()
+    _table(summary["imports"])
+    for result in summary.get("deadLetters", []):
+        print(f"dead letter {result['key']}: {result['outcome']}")
     return 0
 
 
@@ -144,7 +160,41 @@ def _table(summaries: list[dict[str, Any]]) -> None:
               f"{s.get('updatedAt') or '':<21}{(s.get('lastError') or '')[:80]}")
 
 
-_COMMANDS = {"request": _request, "sync": _sync, "run": _run, "status": _status, "stop": _stop}
+def _dead_letters(service: Any, _settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        entries = service.dead_letters(args.since)
+        if not entries:
+            print("no dead letters")
+            return 0
+        print(f"{'key':<38}{'last seen':<22}{'tries':>5}  {'message type':<26}{'resource':<46}reason")
+        for e in entries:
+            resource = e.get("resource") or {}
+            where = f"{resource.get('typeId', '?')} {resource.get('id', '')}" if resource else "-"
+            print(f"{e['key'][:37]:<38}{e.get('lastSeen', ''):<22}{e.get('attempts', 0):>5}  "
+                  f"{(e.get('messageType') or e.get('notificationType') or '-')[:25]:<26}{where[:45]:<46}"
+                  f"{e.get('reason', '')[:100]}")
+        return 0
+    if args.action == "purge":
+        print(f"{service.purge_dead_letters(args.before)} dead letters deleted")
+        return 0
+    entries = service.dead_letters()
+    if not args.all:
+        wanted = set(args.ids)
+        missing = wanted - {e["key"] for e in entries}
+        if missing:
+            print(f"error: no dead letter with key {', '.join(sorted(missing))}", file=sys.stderr)
+            return 2
+        entries = [e for e in entries if e["key"] in wanted]
+    results = service.replay_dead_letters(entries)
+    for result in results:
+        print(f"{result['key']}: {result['outcome']}")
+    done = sum(r["outcome"] in ("processed", "ignored") for r in results)
+    print(f"{done} of {len(results)} replayed successfully and removed")
+    return 0 if done == len(results) else 1
+
+
+_COMMANDS = {"request": _request, "sync": _sync, "run": _run, "status": _status, "stop": _stop,
+             "dead-letters": _dead_letters}
 
 if __name__ == "__main__":
     sys.exit(main())

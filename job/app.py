@@ -67,10 +67,10 @@ def job_routes(service: JobService, scheduler_path: str = "/") -> list[Route]:
 
     async def scheduled_run(_request: Request) -> Response:
         try:
-            summaries = await run_in_threadpool(service.run)
+            summary = await run_in_threadpool(service.scheduled_run)
         except ConnectorError as exc:
             return _unavailable(exc)
-        return JSONResponse({"imports": summaries})
+        return JSONResponse(summary)
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:

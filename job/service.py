@@ -10,7 +10,9 @@ from job.importers import categories, customers, orders, products
 from job.requests import parse_request
 from job.runner import JobContext, Progress, Step, run_pending
 from job.state import CONTAINER, DRY_RUN_CONTAINER, IMPORT_TYPES, ImportRecord, ImportStore
+from shared import dead_letters
 from shared.bulk import KlaviyoBulk
+from shared.errors import ConnectorError
 from shared.processors import Context
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,33 @@ class JobService:
             progress: Progress | None = None) -> list[dict[str, Any]]:
         budget = self.context.settings.job.time_budget_seconds if budget_seconds is None else budget_seconds
         return run_pending(self.job, self.store, STEPS, budget_seconds=budget, types=types, progress=progress)
+
+    def scheduled_run(self) -> dict[str, Any]:
+        """What the scheduler's call does: pending imports, then (when switched on) dead letters that a later
+        attempt may get past."""
+        summary: dict[str, Any] = {"imports": self.run()}
+        if self.context.settings.retry_dead_letters:
+            candidates = [e for e in dead_letters.entries(self.context.commercetools) if e.get("possiblyTransient")]
+            summary["deadLetters"] = self.replay_dead_letters(candidates)
+        return summary
+
+    def dead_letters(self, since: str | None = None) -> list[dict[str, Any]]:
+        return dead_letters.entries(self.context.commercetools, since)
+
+    def replay_dead_letters(self, entries: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """Process each record again (success removes it, failure updates it); one result per record."""
+        results = []
+        for entry in entries:
+            try:
+                outcome = dead_letters.replay(self.context, entry)
+            except ConnectorError as exc:  # recording the new failure failed: the record stays as it was
+                outcome = f"retry ({exc})"
+            log.info("dead letter replayed", extra={"dead_letter_key": entry["key"], "outcome": outcome})
+            results.append({"key": entry["key"], "outcome": outcome})
+        return results
+
+    def purge_dead_letters(self, before: str) -> int:
+        return dead_letters.purge(self.context.commercetools, before)
 
     def stop(self, import_type: str) -> list[ImportRecord]:
         types = IMPORT_TYPES if import_type == "all" else (import_type,)

@@ -12,6 +12,7 @@ from pytest_httpserver import HTTPServer
 from starlette.testclient import TestClient
 
 from event.app import create_app
+from job.__main__ import main as job_main
 from shared.config import Settings, load_settings
 from shared.logs import configure_logging
 from tests.builders import PROJECT
@@ -105,3 +106,27 @@ def json_logs() -> None:
 def event_app(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """`cli(*argv, config=None)`: run `python -m job *argv` in-process; (exit code, stdout, stderr)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("NODE_CONFIG", "NODE_ENV", "BULK_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*argv: str, config: dict[str, Any] | None = None) -> tuple[int, str, str]:
+        if config is None:
+            monkeypatch.delenv("NODE_CONFIG", raising=False)
+        else:
+            monkeypatch.setenv("NODE_CONFIG", json.dumps(config))
+        capsys.readouterr()
+        code = job_main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

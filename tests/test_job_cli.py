@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from job.__main__ import main
 from job.service import JobService
 from job.state import ImportStore
+from tests.conftest import Cli
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
 from tests.test_job_support import (
@@ -35,28 +35,6 @@ __all__ = ["services"]  # the fixture, imported to be used here
 
 ROOT = Path(__file__).resolve().parent.parent
 DRY_RUN = "klaviyo-connector-imports-dry-run"
-Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`cli(*argv, config=None)`: run `python -m job *argv` in-process; (exit code, stdout, stderr)."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    for name in ("NODE_CONFIG", "NODE_ENV", "BULK_API_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*argv: str, config: dict[str, Any] | None = None) -> tuple[int, str, str]:
-        if config is None:
-            monkeypatch.delenv("NODE_CONFIG", raising=False)
-        else:
-            monkeypatch.setenv("NODE_CONFIG", json.dumps(config))
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def table(out: str) -> dict[str, list[str]]:

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
+from shared.bulk import catalog_job_body
 from shared.config import ProductSettings, Settings, load_settings
 from shared.context import build_context, close_context
 from shared.klaviyo import catalog_id
 from shared.mappers.product import (
-    bulk_job,
-    bulk_jobs,
     category_ids,
     custom_metadata,
     inventory_update,
@@ -342,36 +341,22 @@ def test_category_ids_without_expansion() -> None:
 
 def test_bulk_job_bodies_use_the_single_call_data() -> None:
     create, update = item_create(product(), settings(), NOW), item_update(product(), settings(), NOW)
-    body = bulk_job("item", "create", [create])
+    body = catalog_job_body("item", "create", [create])
     assert body == {"data": {"type": "catalog-item-bulk-create-job", "attributes": {"items": {"data": [create]}}}}
     check("POST", "/api/catalog-item-bulk-create-jobs", body)
-    check("POST", "/api/catalog-item-bulk-update-jobs", bulk_job("item", "update", [update]))
-    delete = bulk_job("item", "delete", [update])
+    check("POST", "/api/catalog-item-bulk-update-jobs", catalog_job_body("item", "update", [update]))
+    delete = catalog_job_body("item", "delete", [update])
     assert delete["data"]["attributes"]["items"]["data"] == [{"type": "catalog-item", "id": update["id"]}]
     check("POST", "/api/catalog-item-bulk-delete-jobs", delete)
     variants = [variant_create(product(), v, settings(), NOW) for v in split_variants(product())[0]]
-    check("POST", "/api/catalog-variant-bulk-create-jobs", bulk_job("variant", "create", variants))
+    check("POST", "/api/catalog-variant-bulk-create-jobs", catalog_job_body("variant", "create", variants))
     updates = [variant_update(product(), v, settings(), NOW) for v in split_variants(product())[0]]
-    check("POST", "/api/catalog-variant-bulk-update-jobs", bulk_job("variant", "update", updates))
-    gone = bulk_job("variant", "delete", [updates[0], "$custom:::$default:::OLD"])
+    check("POST", "/api/catalog-variant-bulk-update-jobs", catalog_job_body("variant", "update", updates))
+    gone = catalog_job_body("variant", "delete", [updates[0], {"id": "$custom:::$default:::OLD"}])
     assert gone["data"]["attributes"]["variants"]["data"] == [
         {"type": "catalog-variant", "id": "$custom:::$default:::JNS-SLIM-32-BLUE"},
         {"type": "catalog-variant", "id": "$custom:::$default:::OLD"}]
     check("POST", "/api/catalog-variant-bulk-delete-jobs", gone)
-
-
-def test_bulk_jobs_hold_at_most_100() -> None:
-    data = [{"type": "catalog-variant", "id": f"id-{i}", "attributes": {}} for i in range(250)]
-    jobs = bulk_jobs("variant", "update", data)
-    assert [len(j["data"]["attributes"]["variants"]["data"]) for j in jobs] == [100, 100, 50]
-    assert [d for j in jobs for d in j["data"]["attributes"]["variants"]["data"]] == data
-    assert bulk_jobs("variant", "update", []) == []
-    with pytest.raises(ValueError):
-        bulk_job("variant", "update", data[:101])
-    with pytest.raises(ValueError):
-        bulk_job("variant", "create", ["an-id"])
-    with pytest.raises(ValueError):
-        bulk_job("product", "create", data[:1])
 
 
 # --- version guard --------------------------------------------------------------------------------------------

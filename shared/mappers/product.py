@@ -17,7 +17,7 @@ Differences from the reference, on purpose:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,9 +27,6 @@ from shared.mappers.links import product_url
 from shared.mappers.localize import localized, money
 
 CATALOG = {"integration_type": "$custom", "catalog_type": "$default"}
-MAX_JOB_SIZE = 100  # catalog objects per Klaviyo bulk job
-PLURAL = {"item": "items", "variant": "variants", "category": "categories"}
-ACTIONS = ("create", "update", "delete")
 TRACKED_POLICY = 1  # Klaviyo leaves an out-of-stock variant out of feeds and blocks
 UNTRACKED_POLICY = 0  # shown whatever the quantity: commercetools tracks no stock for it
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -355,31 +352,3 @@ def _sku(variant: Json) -> str:
 
 
 # --- bulk jobs ------------------------------------------------------------------------------------------------
-
-
-def bulk_job(kind: str, action: str, data_list: Sequence[Json | str]) -> Json:
-    """A `catalog-<kind>-bulk-<action>-job` body for 1 to 100 `data` objects (as the single calls send them).
-
-    For `delete`, entries are reduced to `{type, id}` (an update `data`, a `catalog_ref`, or a Klaviyo id).
-    """
-    if kind not in PLURAL or action not in ACTIONS:
-        raise ValueError(f"no catalog-{kind}-bulk-{action}-job")
-    if not 0 < len(data_list) <= MAX_JOB_SIZE:
-        raise ValueError(f"a bulk job takes 1 to {MAX_JOB_SIZE} objects, not {len(data_list)}")
-    if action == "delete":
-        entries = [{"type": f"catalog-{kind}", "id": d if isinstance(d, str) else d["id"]} for d in data_list]
-    elif all(isinstance(d, dict) for d in data_list):
-        entries = list(data_list)
-    else:
-        raise ValueError(f"a {action} job takes data objects, not ids")
-    return {"data": {"type": f"catalog-{kind}-bulk-{action}-job", "attributes": {PLURAL[kind]: {"data": entries}}}}
-
-
-def bulk_jobs(kind: str, action: str, data_list: Sequence[Json | str]) -> list[Json]:
-    """`bulk_job` bodies for any number of objects, 100 per job; none for an empty list."""
-    return [bulk_job(kind, action, chunk) for chunk in _chunks(data_list, MAX_JOB_SIZE)]
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

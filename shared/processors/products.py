@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlparse
 
+from shared.bulk import MAX_CATALOG, catalog_job_body, chunks
 from shared.config import Settings
 from shared.errors import NotFound
 from shared.klaviyo import Klaviyo, catalog_id
 from shared.mappers.product import (
-    bulk_jobs,
     catalog_ref,
     item_create,
     item_update,
@@ -88,10 +88,10 @@ def delete_variants(klaviyo: Klaviyo, skus: Sequence[str]) -> None:
 
 
 def _send_jobs(klaviyo: Klaviyo, action: str, data: list[dict[str, Any]]) -> None:
-    for body in bulk_jobs("variant", action, data):
+    for chunk in chunks(data, MAX_CATALOG):
         # A repeated create job only fails its duplicates; updates and deletes are idempotent.
-        klaviyo.request("POST", f"/api/catalog-variant-bulk-{action}-jobs", body=body,
-                        safe_to_retry=action != "create")
+        klaviyo.request("POST", f"/api/catalog-variant-bulk-{action}-jobs",
+                        body=catalog_job_body("variant", action, chunk), safe_to_retry=action != "create")
 
 
 # --- sync -----------------------------------------------------------------------------------------------------
