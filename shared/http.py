@@ -34,6 +34,28 @@ class RetryPolicy:
     timeout: float = 10.0
 
 
+class _NoCookies(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class Client(httpx.Client):
+    """An `httpx.Client` without a cookie jar: neither API uses cookies, and httpx passes every response through
+    `http.cookiejar` (urllib request/response adapters, a lock), about 15 % of a request's CPU (measured with
+    bench/event_throughput.py)."""
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, _value: Any) -> None:
+        pass
+
+
 class Transport:
     """Thin wrapper over one `httpx.Client`; thread-safe, so one instance serves all requests."""
 
@@ -44,7 +66,8 @@ class Transport:
         self.policy = policy
         self._parse_error = parse_error
         self._sleep = sleep
-        self._client = client or httpx.Client(
+        self._base = base_url.rstrip("/")
+        self._client = client or Client(
             base_url=base_url, headers=dict(headers), timeout=policy.timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
@@ -65,8 +88,11 @@ class Transport:
             if left <= 0.05:
                 raise ApiError(self.service, None, "time budget exhausted before the request")
             timeout = min(self.policy.timeout, left)
+            # An absolute URL with its query already encoded (as httpx would): httpx then parses it once instead
+            # of three times (merge with base_url, merge with params), a measurable share of a request's CPU.
+            target = f"{self._base}{url}?{httpx.QueryParams(params)}" if params else self._base + url
             try:
-                response = self._client.request(method, url, params=params, json=json, data=data,
+                response = self._client.request(method, target, json=json, data=data,
                                                 headers=headers, timeout=timeout,
                                                 auth=auth or httpx.USE_CLIENT_DEFAULT)
             except httpx.TimeoutException:

@@ -303,7 +303,7 @@ def product_published(product_id: str, version: int = 3) -> dict[str, Any]:
 
 
 @pytest.fixture
-def via_front(configure: Callable[..., Settings], front: KlaviyoFront) -> Callable[..., TestClient]:
+def via_front(configure: Callable[..., Settings], front: KlaviyoFront) -> Iterator[Callable[..., TestClient]]:
     """An event app whose Klaviyo is behind the misbehaving front (NODE_CONFIG overrides as arguments)."""
     clients: list[TestClient] = []
 
@@ -448,22 +448,24 @@ def test_read_timeout_whose_write_lands_late_is_redelivered_without_duplicate(
 def test_slow_klaviyo_near_the_ack_deadline_is_answered_within_the_budget(
         via_front: Callable[..., TestClient], front: KlaviyoFront, ct: FakeCommercetools, klaviyo: FakeKlaviyo,
         configure: Callable[..., Settings]) -> None:
-    """Each Klaviyo answer takes 0.35 s and the order needs 4 of them: more than the 1.2 s budget. The app answers
-    503 when the budget is spent, not when Klaviyo is done (the default budget, 8 s, keeps Connect's 10 s)."""
+    """Each Klaviyo answer takes 0.5 s and the order needs 4 of them (2 s): more than the 1.2 s budget. The app
+    answers 503 when the budget is spent, not when Klaviyo is done (the default budget, 8 s, keeps Connect's 10 s
+    acknowledgement deadline the same way)."""
     assert configure().event_time_budget == 8
     seed(ct)
     app = via_front({"event": {"timeBudgetSeconds": 1.2}})
     order = open_order()
-    front.misbehave("POST", EVENTS, "slow", seconds=0.35, times=None)
+    front.misbehave("POST", EVENTS, "slow", seconds=0.5, times=None)
     status, outcome, took = deliver(app, order_created(order))
     assert (status, outcome) == (503, "retry")
-    assert 1.1 < took < 1.6
+    assert took < 1.8  # the budget, not the 2 s Klaviyo would have taken
     front.wait_idle()
-    assert raw(klaviyo) == placed(order)  # the fourth landed after the connector stopped waiting
+    first = raw(klaviyo)
+    assert set(first.values()) == {1} and first.keys() < placed(order).keys()  # the last one after the answer
 
     front.calm()
     assert deliver(app, order_created(order))[:2] == (204, "processed")
-    assert raw(klaviyo) == placed(order, times=2) and recorded(klaviyo) == placed(order)
+    assert raw(klaviyo) == placed(order) + first and recorded(klaviyo) == placed(order)
 
 
 def test_slow_klaviyo_within_the_budget_is_waited_for(via_front: Callable[..., TestClient], front: KlaviyoFront,
@@ -474,7 +476,7 @@ def test_slow_klaviyo_within_the_budget_is_waited_for(via_front: Callable[..., T
     front.misbehave("POST", EVENTS, "slow", seconds=0.2, times=None)  # 0.8 s in all
     status, outcome, took = deliver(app, order_created(order))
     assert (status, outcome) == (204, "processed")
-    assert 0.8 < took < 1.2
+    assert took >= 0.8  # every slow answer was waited for
     assert raw(klaviyo) == placed(order)
 
 

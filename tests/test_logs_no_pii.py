@@ -195,8 +195,7 @@ def test_deliveries_and_their_failures_leak_no_personal_data_or_secrets(
                                                               "field 'email'.", "invalidValue": grace["email"]}]}
 
     try:
-        with serve(settings) as url, \
-                httpx.Client(base_url=url, timeout=30) as client:
+        with serve(settings) as url, httpx.Client(base_url=url, timeout=30) as client:
             def deliver(notification: Any, expected: int) -> None:
                 body = notification if isinstance(notification, bytes) else json.dumps(pubsub(notification))
                 response = client.post("/", content=body, headers={"Content-Type": "application/json"})
