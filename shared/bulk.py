@@ -13,13 +13,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import httpx
+
 from shared import deadline
 from shared.errors import ApiError, TransientError, redact
+from shared.http import retry_after
 from shared.klaviyo import Klaviyo
 from shared.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
+EVENTS_PATH = "/api/event-bulk-create-jobs"
 MAX_EVENTS = 1000  # per event-bulk-create-job request
 MAX_CATALOG = 100  # per catalog bulk job
 MAX_PROFILES = 10_000  # per profile bulk import job
@@ -32,6 +36,7 @@ PLURAL = {"item": "items", "variant": "variants", "category": "categories"}
 class BatchResult:
     sent: int = 0
     failed: list[str] = field(default_factory=list)  # one reason per event that could not be sent
+    failed_at: list[int] = field(default_factory=list)  # where those events were in the list sent
 
 
 @dataclass
@@ -42,7 +47,7 @@ class JobResult:
 
 
 class BulkSender(Protocol):
-    def send_events(self, events: list[dict[str, Any]]) -> BatchResult: ...
+    def send_events(self, events: list[dict[str, Any]], sizes: list[int] | None = None) -> BatchResult: ...
     def catalog_job(self, kind: str, action: str, data: list[dict[str, Any]]) -> str: ...
     def profile_job(self, profiles: list[dict[str, Any]]) -> str: ...
     def wait(self, jobs: Iterable[str]) -> JobResult: ...
@@ -55,25 +60,60 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def event_batches(events: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Batches of at most 1,000 events and ~4.5 MB each."""
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for event in events:
-        event_size = len(json.dumps(event, separators=(",", ":")))
-        if batch and (len(batch) >= MAX_EVENTS or size + event_size > MAX_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(event)
-        size += event_size
-    if batch:
+    for _start, batch in _sized_batches(events):
         yield batch
+
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # as httpx encodes a body
+
+
+def event_size(event: dict[str, Any]) -> int:
+    """An upper bound of the octets the event adds to an events-bulk-create body: the event as JSON (UTF-8,
+    compact, as httpx sends it; the profile counted although events of one profile share it) and the
+    `{"type":"event","attributes":...}` around it."""
+    text = _COMPACT.encode(event)
+    return (len(text) if text.isascii() else len(text.encode())) + 32
+
+
+def full_batch(sizes: list[int]) -> int:
+    """How many of these events (by their `sizes`) make a full batch: 1,000, or as many as 4.5 MB holds when
+    the next would not fit. 0: not enough for one yet."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size + 32
+        if count and total > MAX_BYTES:
+            return count
+        if count + 1 == MAX_EVENTS:
+            return MAX_EVENTS
+    return 0
+
+
+def _sized_batches(events: list[dict[str, Any]], sizes: list[int] | None = None,
+                   ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """(index of the first event, batch): at most 1,000 events and 4.5 MB. `sizes` bound the events' sizes as
+    JSON (without the 32 octets around each); events without are measured."""
+    batch: list[dict[str, Any]] = []
+    size = first = 0
+    for index, event in enumerate(events):
+        size_of_event = sizes[index] + 32 if sizes is not None else event_size(event)
+        if batch and (len(batch) >= MAX_EVENTS or size + size_of_event > MAX_BYTES):
+            yield first, batch
+            batch, size, first = [], 0, index
+        batch.append(event)
+        size += size_of_event
+    if batch:
+        yield first, batch
 
 
 def events_job_body(events: list[dict[str, Any]]) -> dict[str, Any]:
     """An event-bulk-create-job: events grouped under their profile, in the order they came."""
     groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    keys: dict[int, str] = {}  # by profile object: the events of one order share theirs
     for event in events:
         profile = event["profile"]
-        key = json.dumps(profile, sort_keys=True)
+        key = keys.get(id(profile))
+        if key is None:
+            key = keys[id(profile)] = json.dumps(profile, sort_keys=True)
         attributes = {k: v for k, v in event.items() if k != "profile"}
         groups.setdefault(key, (profile, []))[1].append({"type": "event", "attributes": attributes})
     return {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {"data": [
@@ -98,6 +138,17 @@ def _job_path(job_type: str) -> str:
     return "/api/profile-bulk-import-jobs" if job_type == "profiles" else f"/api/{job_type}-jobs"
 
 
+def limiter_key(method: str, path: str) -> str | None:
+    """The `RateLimiter` key of a Klaviyo request of the bulk import (None: not one of them)."""
+    if path == EVENTS_PATH:
+        return "events-bulk"
+    if path.startswith("/api/profile-bulk-import-jobs"):
+        return "profile-bulk-import"
+    if path.startswith("/api/catalog-") and "-bulk-" in path:
+        return "catalog-bulk" if method == "POST" else "catalog-job-status"
+    return None
+
+
 class KlaviyoBulk:
     def __init__(self, klaviyo: Klaviyo, limiter: RateLimiter | None = None, *,
                  poll_interval: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -105,21 +156,44 @@ class KlaviyoBulk:
         self._limiter = limiter or RateLimiter()
         self._poll_interval = poll_interval
         self._sleep = sleep
+        # Klaviyo's rate-limit headers and Retry-After keep the limiter on Klaviyo's windows. The client returns
+        # bodies only, so its httpx client tells us of every answer.
+        client = getattr(getattr(klaviyo, "_http", None), "_client", None)
+        if isinstance(client, httpx.Client):
+            client.event_hooks["response"].append(self._observe)
 
-    def send_events(self, events: list[dict[str, Any]]) -> BatchResult:
-        """Send events in bulk; a batch Klaviyo refuses is sent again event by event, to keep the good ones."""
+    def _observe(self, response: httpx.Response) -> None:
+        key = limiter_key(response.request.method, response.request.url.path)
+        if key is None:
+            return
+        headers = response.headers
+        if response.status_code == 429:
+            wait = retry_after(headers.get("Retry-After"))
+            if wait:
+                self._limiter.block(key, wait)
+            return
+        try:
+            limit, remaining = int(headers["RateLimit-Limit"]), int(headers["RateLimit-Remaining"])
+            reset = float(headers["RateLimit-Reset"])
+        except (KeyError, ValueError):
+            return
+        self._limiter.observe(key, limit, remaining, reset)
+
+    def send_events(self, events: list[dict[str, Any]], sizes: list[int] | None = None) -> BatchResult:
+        """Send events in bulk (`sizes`, when known: bounds of their sizes as JSON); a batch Klaviyo refuses is
+        sent again event by event, to keep the good ones."""
         result = BatchResult()
-        for batch in event_batches(events):
+        for start, batch in _sized_batches(events, sizes):
             self._limiter.acquire("events-bulk")
             try:
-                self._klaviyo.request("POST", "/api/event-bulk-create-jobs", body=events_job_body(batch))
+                self._klaviyo.request("POST", EVENTS_PATH, body=events_job_body(batch))
                 result.sent += len(batch)
             except ApiError as exc:
                 if exc.transient:
                     raise
                 log.warning("Klaviyo refused an event batch; sending its events one by one",
                             extra={"events": len(batch), "error": exc.describe()})
-                for event in batch:
+                for index, event in enumerate(batch, start):
                     try:
                         self._klaviyo.create_event(event)
                         result.sent += 1
@@ -127,6 +201,7 @@ class KlaviyoBulk:
                         if single.transient:
                             raise
                         result.failed.append(f"event {event.get('unique_id')}: {single.describe()}")
+                        result.failed_at.append(index)
         return result
 
     def catalog_job(self, kind: str, action: str, data: list[dict[str, Any]]) -> str:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from job.requests import where_clauses
-from job.runner import JobContext
+from job.runner import MAX_ERRORS, JobContext, note
 from job.state import ImportRecord
 from shared.bulk import MAX_CATALOG, JobResult, chunks
 from shared.commercetools import literal
@@ -15,7 +15,6 @@ from shared.errors import redact
 from shared.klaviyo import CATALOG_PATHS, catalog_id
 
 CATALOG_PREFIX = catalog_id("")
-MAX_ERRORS = 20  # failures named in an import record
 T = TypeVar("T")
 
 
@@ -64,13 +63,6 @@ def count(record: ImportRecord, result: JobResult) -> None:
     record.counts["failed"] += result.failed
     for error in result.errors[:MAX_ERRORS]:
         note(record, error)
-
-
-def note(record: ImportRecord, error: str) -> None:
-    """Name a failure in the record (the last ones are kept)."""
-    record.errors.append(error)
-    del record.errors[:-MAX_ERRORS]
-    record.last_error = error
 
 
 # What malformed data makes a mapper raise (a missing field, a value of the wrong type).

@@ -8,48 +8,60 @@ from __future__ import annotations
 
 from typing import Any
 
-from job.importers.common import MAX_ERRORS, mapped, next_page, note
-from job.runner import JobContext
+from job.importers.common import mapped, next_page
+from job.runner import EventStep, JobContext
 from job.state import ImportRecord
 from shared.config import Settings
-from shared.mappers.order import (
-    order_profile,
-    order_state_event,
-    placed_order_events,
-    product_ids,
-    refunded_order,
-    state_metric,
-)
+from shared.mappers.order import OrderEvents, Products, order_profile, product_ids, state_metric
 from shared.processors.orders import fetch_products
 
 
-def step(job: JobContext, record: ImportRecord) -> bool:
+def fetch(job: JobContext, record: ImportRecord) -> tuple[tuple[list[dict[str, Any]], Products], bool]:
+    """The page after the checkpoint with its orders' products (one query per 100 of them), and whether it is
+    the last page."""
     page, last = next_page(job, record, "orders", expand=["paymentInfo.payments[*]"])
+    ids = (i for order in page if order_profile(order) is not None for i in product_ids(order))
+    return (page, fetch_products(job.context.commercetools, ids)), last
+
+
+def build(job: JobContext, record: ImportRecord, fetched: tuple[list[dict[str, Any]], Products],
+          ) -> tuple[list[dict[str, Any]], list[int]]:
+    """The page's events (the runner sends them), and a bound of the size of each: the batches of 1,000 are
+    cut by size without measuring the events again."""
+    page, products = fetched
     known = [order for order in page if order_profile(order) is not None]
     record.counts["skipped"] += len(page) - len(known)
-    products = fetch_products(job.context.commercetools, (i for order in known for i in product_ids(order)))
     settings = job.context.settings
-    built = mapped(record, "order", known, lambda order: order_events(order, products, settings))
-    events = [event for _order, order_events_ in built for event in order_events_]
-    if events:
-        result = job.sender.send_events(events)
-        record.counts["sent"] += result.sent
-        record.counts["failed"] += len(result.failed)
-        for error in result.failed[:MAX_ERRORS]:
-            note(record, error)
-    return last
+    categories: dict[str, list[str]] = {}  # the products' categories, worked out once for the page
+    events: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    for _order, (order_events_, order_sizes) in mapped(
+            record, "order", known, lambda order: sized_order_events(order, products, settings, categories)):
+        events += order_events_
+        sizes += order_sizes
+    return events, sizes
+
+
+step = EventStep(fetch, build)
 
 
 def order_events(order: dict[str, Any], products: dict[str, dict[str, Any]], settings: Settings) -> list[dict]:
     """Every event the order's history holds: placed (whatever its state now), its state, its refunds."""
-    events = placed_order_events(order, products, settings)
+    return sized_order_events(order, products, settings)[0]
+
+
+def sized_order_events(order: dict[str, Any], products: dict[str, dict[str, Any]], settings: Settings,
+                       categories: dict[str, list[str]] | None = None) -> tuple[list[dict], list[int]]:
+    """`order_events` and a bound of each one's size as JSON."""
+    mapping = OrderEvents(order, products, settings, categories)  # what the events share is computed once
+    events = mapping.placed_order_events()
     metric = state_metric(order.get("orderState"), settings)
     if metric:
         time = order.get("completedAt") or order.get("lastModifiedAt")
-        events.append(order_state_event(order, products, metric, time, settings))
+        events.append(mapping.state_event(metric, time))
     valid = settings.payment.valid_transaction_states
     for payment in (order.get("paymentInfo") or {}).get("payments") or []:
         for transaction in (payment.get("obj") or {}).get("transactions") or []:
             if transaction.get("type") == "Refund" and transaction.get("state") in valid:
-                events.append(refunded_order(order, transaction, products, settings))
-    return events
+                events.append(mapping.refunded_order(transaction))
+    return events, [mapping.size(event) for event in events]

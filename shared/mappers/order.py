@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -109,41 +110,174 @@ def order_categories(order: dict[str, Any], products: Products, locale: str) -> 
 
 def item(line: dict[str, Any], products: Products, settings: Settings) -> dict[str, Any]:
     """One entry of Klaviyo's recommended `Items` array for a line item (empty values left out)."""
-    locale = settings.preferred_locale
-    product = products.get(line.get("productId") or "")
-    variant = line.get("variant") or {}
-    images = variant.get("images") or []
-    entry = {
-        "ProductID": line.get("productId"),
-        "SKU": variant.get("sku"),
-        "ProductName": localized(line.get("name"), locale),
-        "Quantity": line.get("quantity"),
-        "ItemPrice": money((line.get("price") or {}).get("value")),
-        "RowTotal": money(line.get("totalPrice")),
-        "ProductURL": product_url(settings.product_url_template, _slug(line, product, locale)),
-        "ImageURL": images[0].get("url") if images else None,
-        "Categories": product_categories(product, locale),
-    }
-    return {key: value for key, value in entry.items() if value is not None and value != ""}
+    return OrderEvents({}, products, settings).item(line)
 
 
 def items(order: dict[str, Any], products: Products, settings: Settings) -> list[dict[str, Any]]:
     """Klaviyo's `Items`: the line items (custom line items have no product; they are in `ItemNames`)."""
-    return [item(line, products, settings) for line in order.get("lineItems") or []]
+    return OrderEvents(order, products, settings).items()
 
 
 def order_properties(order: dict[str, Any], products: Products, settings: Settings) -> dict[str, Any]:
     """The properties of the order-level events (see the module docstring for the policy)."""
-    own = filter_properties(without_expansions(order), settings.order.properties)
-    custom = filter_properties((order.get("custom") or {}).get("fields"), settings.order.custom_fields)
-    return {
-        **own,
-        **custom,
-        "OrderId": order["id"],
-        "ItemNames": item_names(order, settings.preferred_locale),
-        "Categories": order_categories(order, products, settings.preferred_locale),
-        "Items": items(order, products, settings),
-    }
+    return OrderEvents(order, products, settings).properties()
+
+
+class OrderEvents:
+    """The events of one order, built from what they share, computed once: the order without its expansions
+    (one copy), the `Items` entries (one per line, also the Ordered Product fields) and the order-level
+    properties, fitted to Klaviyo's limits once for Placed Order and Fulfilled / Cancelled Order.
+
+    The module functions build one of these per call; the bulk import builds one per order for all of its
+    events, which then share their (read-only) property values, and passes `categories`, a cache of product
+    categories by product id shared by the orders read with the same `products`. Nothing is shared with the
+    input. `size(event)` bounds an event's size as JSON, from what the size guard measured.
+    """
+
+    def __init__(self, order: dict[str, Any], products: Products, settings: Settings,
+                 categories: dict[str, list[str]] | None = None) -> None:
+        self.order, self.products, self.settings = order, products, settings
+        self._categories = {} if categories is None else categories
+        self._stripped: dict[str, Any] | None = None
+        self._items: list[dict[str, Any]] | None = None
+        self._properties: dict[str, Any] | None = None
+        self._fitted: dict[str, Any] | None = None
+        self._sizes: dict[int, int] = {}  # id(fitted properties) -> their size as measured by the size guard
+        self._profile: dict[str, Any] | None = None
+
+    def stripped(self) -> dict[str, Any]:
+        """`without_expansions(order)`, made once."""
+        if self._stripped is None:
+            self._stripped = without_expansions(self.order)
+        return self._stripped
+
+    def product_categories(self, product_id: str) -> list[str]:
+        """`product_categories` of the product (cached by id)."""
+        found = self._categories.get(product_id)
+        if found is None:
+            found = self._categories[product_id] = product_categories(self.products.get(product_id),
+                                                                      self.settings.preferred_locale)
+        return found
+
+    def item(self, line: dict[str, Any]) -> dict[str, Any]:
+        """One entry of Klaviyo's recommended `Items` array for a line item (empty values left out)."""
+        settings = self.settings
+        locale = settings.preferred_locale
+        product_id = line.get("productId") or ""
+        product = self.products.get(product_id)
+        variant = line.get("variant") or {}
+        images = variant.get("images") or []
+        entry = {
+            "ProductID": line.get("productId"),
+            "SKU": variant.get("sku"),
+            "ProductName": localized(line.get("name"), locale),
+            "Quantity": line.get("quantity"),
+            "ItemPrice": _money((line.get("price") or {}).get("value")),
+            "RowTotal": _money(line.get("totalPrice")),
+            "ProductURL": product_url(settings.product_url_template, _slug(line, product, locale)),
+            "ImageURL": images[0].get("url") if images else None,
+            "Categories": self.product_categories(product_id),
+        }
+        return {key: value for key, value in entry.items() if value is not None and value != ""}
+
+    def items(self) -> list[dict[str, Any]]:
+        if self._items is None:
+            self._items = [self.item(line) for line in self.order.get("lineItems") or []]
+        return self._items
+
+    def properties(self) -> dict[str, Any]:
+        """`order_properties` (a new dict; its values are this object's)."""
+        return dict(self._order_properties())
+
+    def _order_properties(self) -> dict[str, Any]:
+        if self._properties is None:
+            order, settings = self.order, self.settings
+            own = filter_properties(self.stripped(), settings.order.properties)
+            custom = filter_properties((order.get("custom") or {}).get("fields"), settings.order.custom_fields)
+            self._properties = {
+                **own,
+                **custom,
+                "OrderId": order["id"],
+                "ItemNames": item_names(order, settings.preferred_locale),
+                "Categories": _unique(path for pid in product_ids(order) for path in self.product_categories(pid)),
+                "Items": self.items(),
+            }
+        return self._properties
+
+    def fitted_properties(self) -> dict[str, Any]:
+        """The order-level properties cut to Klaviyo's limits (measured once for every event that has them)."""
+        if self._fitted is None:
+            self._fitted = self._fit(self._order_properties(), self.order["id"])
+        return self._fitted
+
+    def profile(self) -> dict[str, Any]:
+        """The events' profile (Placed Order's has the location too), one for all of them."""
+        if self._profile is None:
+            self._profile = _profile(self.order)
+        return self._profile
+
+    def placed_order(self) -> dict[str, Any]:
+        order = self.order
+        return _event(self.settings.order.metrics.placed, _profile(order, with_location=True),
+                      self.fitted_properties(), order["createdAt"], order["totalPrice"], order["id"])
+
+    def ordered_products(self) -> list[dict[str, Any]]:
+        order, settings = self.order, self.settings
+        profile = self.profile()
+        currency = _currency(order)
+        lines = order.get("lineItems") or []
+        stripped = self._stripped_lines(lines)
+        entries = self.items()
+        events = []
+        for index, line in enumerate(lines):
+            properties = self._fit({**stripped[index], **entries[index], "OrderId": order["id"]}, line["id"])
+            total = line.get("totalPrice") or {}
+            amount = {**total, "currencyCode": total.get("currencyCode") or currency}
+            events.append(_event(settings.order.metrics.ordered_product, profile, properties, order["createdAt"],
+                                 amount, line["id"]))
+        return events
+
+    def placed_order_events(self) -> list[dict[str, Any]]:
+        if order_profile(self.order) is None:
+            return []
+        return [self.placed_order(), *self.ordered_products()]
+
+    def state_event(self, metric: str, time: str) -> dict[str, Any]:
+        order = self.order
+        return _event(metric, self.profile(), self.fitted_properties(), time, order["totalPrice"], order["id"])
+
+    def refunded_order(self, transaction: dict[str, Any], time: str | None = None) -> dict[str, Any]:
+        order = self.order
+        properties = self._fit({
+            **self._order_properties(),
+            "TransactionId": transaction["id"],
+            "RefundedTotal": refunded_total(order, transaction),
+        }, transaction["id"])
+        return _event(self.settings.order.metrics.refunded, self.profile(), properties,
+                      transaction.get("timestamp") or time, transaction["amount"], transaction["id"])
+
+    def size(self, event: dict[str, Any]) -> int:
+        """An upper bound of the octets the event (one this object made) takes as compact UTF-8 JSON: its
+        properties as the size guard measured them (with separators' spaces: more than compact), plus the
+        rest of the event measured now."""
+        rest = {key: value for key, value in event.items() if key != "properties"}
+        measured = self._sizes.get(id(event["properties"]))
+        if measured is None:
+            measured = _size(event["properties"])
+        return measured + _compact_size(rest) + 14  # 14: ,"properties":
+
+    def _fit(self, properties: dict[str, Any], context: str) -> dict[str, Any]:
+        fitted, size = _fit(properties, context)
+        self._sizes[id(fitted)] = size
+        return fitted
+
+    def _stripped_lines(self, lines: list[dict[str, Any]]) -> list[Any]:
+        """`without_expansions` of each line: taken from the stripped order when it was made (the same value)."""
+        if self._stripped is not None and self.order.get("lineItems") is lines and isinstance(lines, list):
+            copied = self._stripped.get("lineItems")
+            if isinstance(copied, list) and len(copied) == len(lines):
+                return copied
+        return [without_expansions(line) for line in lines]
 
 
 # --- events -------------------------------------------------------------------------------------------------
@@ -151,8 +285,7 @@ def order_properties(order: dict[str, Any], products: Products, settings: Settin
 
 def placed_order(order: dict[str, Any], products: Products, settings: Settings) -> dict[str, Any]:
     """Placed Order: the order total at `createdAt`, unique_id = order id, profile with the billing location."""
-    return _event(settings.order.metrics.placed, _profile(order, with_location=True),
-                  order_properties(order, products, settings), order["createdAt"], order["totalPrice"], order["id"])
+    return OrderEvents(order, products, settings).placed_order()
 
 
 def ordered_products(order: dict[str, Any], products: Products, settings: Settings) -> list[dict[str, Any]]:
@@ -161,22 +294,12 @@ def ordered_products(order: dict[str, Any], products: Products, settings: Settin
     Properties are the raw line item (as the reference sent it, expansions removed) plus the `Items` fields and
     `OrderId`, which win.
     """
-    profile = _profile(order)
-    currency = _currency(order)
-    events = []
-    for line in order.get("lineItems") or []:
-        properties = {**without_expansions(line), **item(line, products, settings), "OrderId": order["id"]}
-        total = line.get("totalPrice") or {}
-        events.append(_event(settings.order.metrics.ordered_product, profile, properties, order["createdAt"],
-                             {**total, "currencyCode": total.get("currencyCode") or currency}, line["id"]))
-    return events
+    return OrderEvents(order, products, settings).ordered_products()
 
 
 def placed_order_events(order: dict[str, Any], products: Products, settings: Settings) -> list[dict[str, Any]]:
     """Placed Order then its Ordered Products, in the order they are to be sent; [] without email/customer."""
-    if order_profile(order) is None:
-        return []
-    return [placed_order(order, products, settings), *ordered_products(order, products, settings)]
+    return OrderEvents(order, products, settings).placed_order_events()
 
 
 def state_metric(state: str | None, settings: Settings) -> str | None:
@@ -194,8 +317,7 @@ def state_metric(state: str | None, settings: Settings) -> str | None:
 def order_state_event(order: dict[str, Any], products: Products, metric: str, time: str,
                       settings: Settings) -> dict[str, Any]:
     """Fulfilled / Cancelled Order at `time` (when the state changed), unique_id = order id."""
-    return _event(metric, _profile(order), order_properties(order, products, settings), time,
-                  order["totalPrice"], order["id"])
+    return OrderEvents(order, products, settings).state_event(metric, time)
 
 
 def refunded_order(order: dict[str, Any], transaction: dict[str, Any], products: Products, settings: Settings,
@@ -205,13 +327,7 @@ def refunded_order(order: dict[str, Any], transaction: dict[str, Any], products:
     `time` is the transaction's `timestamp`, else the given fallback (the message's `createdAt` in realtime).
     `order` should have `paymentInfo.payments[*]` expanded for `RefundedTotal`.
     """
-    properties = {
-        **order_properties(order, products, settings),
-        "TransactionId": transaction["id"],
-        "RefundedTotal": refunded_total(order, transaction),
-    }
-    return _event(settings.order.metrics.refunded, _profile(order), properties,
-                  transaction.get("timestamp") or time, transaction["amount"], transaction["id"])
+    return OrderEvents(order, products, settings).refunded_order(transaction, time)
 
 
 def refunded_total(order: dict[str, Any], transaction: dict[str, Any]) -> float:
@@ -239,18 +355,56 @@ def refunded_total(order: dict[str, Any], transaction: dict[str, Any]) -> float:
 
 
 def without_expansions(value: Any) -> Any:
-    """A deep copy without the `obj` of expanded references."""
+    """A deep copy without the `obj` of expanded references.
+
+    JSON data (plain dicts, lists, strings, numbers) is copied by `marshal` (in C, keeping key order), then
+    the expansions are taken out of the copy; anything else is copied value by value.
+    """
+    try:
+        data = marshal.dumps(value)
+    except ValueError:  # not plain data (a subclass, a tuple of objects...): the slow way
+        return _copy_without_expansions(value)
+    copied = marshal.loads(data)
+    if b"obj" in data:  # else no key is "obj": nothing to take out
+        _drop_expansions(copied)
+    return copied
+
+
+def _copy_without_expansions(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: without_expansions(v) for k, v in value.items() if not (k == "obj" and "typeId" in value)}
+        return {k: _copy_without_expansions(v) for k, v in value.items() if not (k == "obj" and "typeId" in value)}
     if isinstance(value, list):
-        return [without_expansions(v) for v in value]
+        return [_copy_without_expansions(v) for v in value]
     return value
+
+
+def _drop_expansions(value: Any) -> None:
+    """Delete, in place, the `obj` of every expanded reference (a dict with `typeId`) in plain JSON data."""
+    if type(value) is dict:
+        if "obj" in value and "typeId" in value:
+            del value["obj"]
+        children = value.values()
+    elif type(value) is list:
+        children = value
+    else:
+        return
+    for child in children:
+        kind = type(child)
+        if kind is dict or kind is list:
+            _drop_expansions(child)
 
 
 def fit_properties(properties: dict[str, Any], context: str) -> dict[str, Any]:
     """Cut properties down to Klaviyo's limits (see the module docstring); `context` (an id) is for the log."""
-    if len(properties) <= MAX_PROPERTIES and _size(properties) <= min(MAX_STRING_BYTES, MAX_PROPERTIES_BYTES):
-        return properties  # the usual case: no string can be longer than the whole (one serialisation, not many)
+    return _fit(properties, context)[0]
+
+
+def _fit(properties: dict[str, Any], context: str) -> tuple[dict[str, Any], int]:
+    """`fit_properties`, and the size of what it returns (as `_size` measures)."""
+    if len(properties) <= MAX_PROPERTIES:
+        size = _size(properties)
+        if size <= min(MAX_STRING_BYTES, MAX_PROPERTIES_BYTES):
+            return properties, size  # the usual case: no string can be longer than the whole (one serialisation)
     fitted = {key: _cut_strings(value) for key, value in properties.items()}
     ranked = sorted(fitted, key=lambda k: k not in OWN_KEYS)  # stable: ours first, the rest in their order
     dropped = ranked[MAX_PROPERTIES:]
@@ -265,15 +419,16 @@ def fit_properties(properties: dict[str, Any], context: str) -> dict[str, Any]:
         del fitted[key]
     if dropped:
         log.warning("event %s: dropped properties over Klaviyo's limits: %s", context, ", ".join(dropped))
-    return fitted
+    return fitted, _size(fitted)
 
 
 def _event(metric: str, profile: dict[str, Any], properties: dict[str, Any], time: str | None,
            amount: dict[str, Any] | None, unique_id: str) -> dict[str, Any]:
+    """An event with these properties (already fitted to Klaviyo's limits)."""
     return {
-        "properties": fit_properties(properties, unique_id),
+        "properties": properties,
         "time": time,
-        "value": money(amount),
+        "value": _money(amount),
         "value_currency": (amount or {}).get("currencyCode"),
         "unique_id": unique_id,
         "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
@@ -338,8 +493,38 @@ def _cut_strings(value: Any) -> Any:
     return value
 
 
+# `json.dumps(value, ensure_ascii=False)`, made once and without the check for circular references (a third of
+# the time on properties: JSON data has no cycles; one would still fail, see `_size`).
+_MEASURE = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
 def _size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False).encode())
+    """Octets of the value as JSON (UTF-8, with `json.dumps`' separators)."""
+    try:
+        text = _MEASURE.encode(value)
+    except RecursionError:  # a cycle, or data nested deeper than JSON: fail as json.dumps does
+        text = json.dumps(value, ensure_ascii=False)
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _compact_size(value: Any) -> int:
+    """Octets of the value as compact JSON (UTF-8, no spaces), as httpx sends it."""
+    try:
+        text = _COMPACT.encode(value)
+    except RecursionError:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _money(amount: dict[str, Any] | None) -> float:
+    """`money(amount)`, without Decimal for whole cents and digits: `cents / 10 ** digits` is the nearest float
+    to the exact quotient, as is the float of the exact Decimal that `money` builds."""
+    if amount and amount.get("type") != "highPrecision":
+        cents, digits = amount.get("centAmount", 0), amount.get("fractionDigits", 2)
+        if type(cents) is int and type(digits) is int and digits >= 0:
+            return cents / 10 ** digits
+    return money(amount)
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import bisect
 import copy
+import itertools
 import json
 import operator
 import re
@@ -626,6 +627,7 @@ class FakeCommercetools:
         raw: bytes,
         parsed: Any,
     ) -> Response:
+        body: bytes | None = None
         try:
             if path.rstrip("/") == "/oauth/token":
                 status, payload = self._token(method, params, headers, parsed)
@@ -633,6 +635,7 @@ class FakeCommercetools:
                 self._check_bearer(headers)
                 with self._lock:
                     status, payload = self._project(method, path, params, raw)
+                    body = _json_bytes(payload)  # under the lock: query results share the stored objects
         except ApiError as exc:
             status, payload = exc.status, exc.payload()
             if exc.code in ("invalid_client", "invalid_token", "unsupported_grant_type", "invalid_scope"):
@@ -640,7 +643,7 @@ class FakeCommercetools:
         except Exception as exc:  # never let a fake bug look like a hang; answer like the real API would
             status, payload = 500, ApiError(500, "General", f"Fake failure: {exc!r}").payload()
         headers_out = {"Content-Type": "application/json", "X-Correlation-ID": f"fake-{uuid.uuid4()}"}
-        return status, headers_out, _json_bytes(payload)
+        return status, headers_out, body if body is not None else _json_bytes(payload)
 
     # auth --------------------------------------------------------------------------------------
 
@@ -699,7 +702,7 @@ class FakeCommercetools:
             raise ApiError(405, "MethodNotAllowed", f"{method} {path} is not supported by the fake.")
         if not rest:
             table = self.store.get(resource)
-            return 200, self._query(self._items(resource, params), params, table)
+            return 200, self._query(lambda: self._items(resource, params), params, table)
         return 200, self._expand(self._find_one(resource, rest[0], params), params)
 
     def _items(self, resource: str, params: dict[str, list[str]]) -> list[JSON]:
@@ -722,7 +725,10 @@ class FakeCommercetools:
             raise _not_found(ident)
         return copy.deepcopy(found)
 
-    def _query(self, items: list[JSON], params: dict[str, list[str]], table: _Table | None = None) -> JSON:
+    def _query(self, items: list[JSON] | Callable[[], list[JSON]], params: dict[str, list[str]],
+               table: _Table | None = None) -> JSON:
+        """A query page. The results share the stored objects (expansions copy what they change): they are
+        serialized at once, under the lock."""
         nodes: list[Node] = []
         for text in params.get("where", []):
             try:
@@ -736,16 +742,19 @@ class FakeCommercetools:
         with_total = _last(params, "withTotal", "true").lower() != "false"
 
         if sorts == [("id", False)] and offset == 0 and not with_total:
-            ordered = table.by_id() if isinstance(table, _Table) else sorted(items, key=lambda o: o["id"])
-            found = _keyset_page(ordered, params.get("where", []), nodes, limit)
+            if isinstance(table, _Table):
+                ordered, ids = table.by_id(), table.ids()
+            else:
+                ordered = sorted(items() if callable(items) else items, key=lambda o: o["id"])
+                ids = [o["id"] for o in ordered]
+            found = _keyset_page(ordered, ids, params.get("where", []), nodes, limit)
         else:
-            found = [o for o in items if all(_evaluate(n, o) for n in nodes)]
+            found = [o for o in (items() if callable(items) else items) if all(_evaluate(n, o) for n in nodes)]
         for path, descending in reversed(sorts):
             found.sort(key=lambda o, p=path: _sort_key(_dig(o, p)), reverse=descending)
-        page = [copy.deepcopy(o) for o in found[offset : offset + limit]]
-        for obj in page:
-            for steps in expand:
-                self._expand_steps(obj, steps)
+        page = found[offset : offset + limit]
+        for steps in expand:
+            page = [self._expanded(obj, steps) for obj in page]
         result: JSON = {"limit": limit, "offset": offset, "count": len(page)}
         if with_total:
             result["total"] = len(found)
@@ -782,6 +791,35 @@ class FakeCommercetools:
                 self._expand_steps(target["obj"], rest)
             else:
                 self._expand_steps(target, rest)
+
+    def _expanded(self, node: Any, steps: list[ExpandStep]) -> Any:
+        """`_expand_steps` without changing `node`: the dicts and lists on the path are copied, the rest is
+        shared (a query page is only serialized)."""
+        if not steps or not isinstance(node, dict):
+            return node
+        (name, selector), rest = steps[0], steps[1:]
+        value = node.get(name)
+        if value is None:
+            return node
+        if isinstance(value, list):
+            indexes = range(len(value)) if selector is None or selector == "*" else \
+                range(len(value))[int(selector) : int(selector) + 1]
+            changed = list(value)
+            for index in indexes:
+                changed[index] = self._expanded_target(value[index], rest)
+            return {**node, name: changed}
+        return {**node, name: self._expanded_target(value, rest)}
+
+    def _expanded_target(self, target: Any, rest: list[ExpandStep]) -> Any:
+        if not _is_reference(target):
+            return self._expanded(target, rest)
+        if "obj" in target:
+            return {**target, "obj": self._expanded(target["obj"], rest)}
+        resource = TYPE_ID_TO_RESOURCE.get(target["typeId"])
+        resolved = self.store[resource].get(target["id"]) if resource is not None else None
+        if resolved is None:
+            return target
+        return {**target, "obj": self._expanded(resolved, rest)}
 
     def _resolve(self, ref: JSON) -> JSON | None:
         resource = TYPE_ID_TO_RESOURCE.get(ref["typeId"])
@@ -1098,18 +1136,18 @@ class _Table(dict):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self._sorted: list[JSON] | None = None
+        self._ids: list[str] | None = None
 
     def __setitem__(self, key: str, value: JSON) -> None:
-        if key not in self:
-            self._sorted = None
+        self._sorted = self._ids = None  # a new object, or a new version of one
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self._sorted = None
+        self._sorted = self._ids = None
         super().__delitem__(key)
 
     def pop(self, *args: Any) -> Any:
-        self._sorted = None
+        self._sorted = self._ids = None
         return super().pop(*args)
 
     def by_id(self) -> list[JSON]:
@@ -1117,20 +1155,26 @@ class _Table(dict):  # type: ignore[type-arg]
             self._sorted = sorted(self.values(), key=lambda o: o["id"])
         return self._sorted
 
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = [o["id"] for o in self.by_id()]
+        return self._ids
+
 
 _AFTER_ID = re.compile(r'^\s*id\s*>\s*("(?:[^"\\]|\\.)*")\s*$')
 
 
-def _keyset_page(items: list[JSON], wheres: list[str], nodes: list[Node], limit: int) -> list[JSON]:
-    """`sort=id asc`, no offset, no total: what keyset paging asks. Items are sorted by id already, so start
-    after the `id > "x"` predicate by bisection and stop at `limit`, instead of filtering everything."""
+def _keyset_page(items: list[JSON], ids: list[str], wheres: list[str], nodes: list[Node], limit: int) -> list[JSON]:
+    """`sort=id asc`, no offset, no total: what keyset paging asks. Items are sorted by id already (`ids` are
+    theirs), so start after the `id > "x"` predicate by bisection and stop at `limit`, instead of filtering
+    everything."""
     start = 0
     for text in wheres:
         match = _AFTER_ID.match(text)
         if match:
-            start = max(start, bisect.bisect_right([o["id"] for o in items], json.loads(match.group(1))))
+            start = max(start, bisect.bisect_right(ids, json.loads(match.group(1))))
     found = []
-    for obj in items[start:]:
+    for obj in itertools.islice(items, start, None):  # not a copy of the rest of the list
         if all(_evaluate(n, obj) for n in nodes):
             found.append(obj)
             if len(found) == limit:

@@ -181,6 +181,7 @@ class _Ctx:
     body: Any
     size: int
     base_url: str
+    raw: bytes = b""
 
     @property
     def data(self) -> dict[str, Any]:
@@ -304,6 +305,17 @@ def _rate(limit: str) -> tuple[int, float]:
     return int(count), {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit.strip()[0]]
 
 
+def _may_hold_long_strings(raw: bytes) -> bool:
+    """False when no string of this JSON text can be longer than `MAX_EVENT_STRING` octets, found without
+    parsing: with no escaped quote, every `"` delimits a string, and a run of 2B octets without one contains a
+    whole aligned block of B octets without one; so a `"` in every such block (B = half the limit) bounds every
+    string's escaped length, which is at least its decoded length. True: it must be walked."""
+    block = (MAX_EVENT_STRING + 1) // 2
+    if not raw or raw.find(b'\\"') != -1:
+        return bool(raw)
+    return any(raw.find(b'"', start, start + block) == -1 for start in range(0, len(raw) - block + 1, block))
+
+
 def _longest_string(value: Any) -> int:
     if isinstance(value, str):
         return len(value.encode())
@@ -323,9 +335,11 @@ class FakeKlaviyo:
 
     def __init__(self, httpserver: HTTPServer | None = None, *, validator: OpenApiValidator | None = None,
                  validate: bool = True, revision: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, keep_payloads: bool = True) -> None:
         """``validate=False`` skips the spec check; ``revision`` is the ``revision`` header to insist on
-        (default: the spec's version when the spec is loaded; ``"*"``: any)."""
+        (default: the spec's version when the spec is loaded; ``"*"``: any). ``keep_payloads=False`` (load
+        tests) keeps neither request bodies nor events: accepted events are only counted (`accepted_events`)
+        with the keys Klaviyo deduplicates them by (`accepted_keys`), so that memory stays flat."""
         self.validator = (validator or load_validator()) if validate else None
         if revision is None and self.validator is not None:
             revision = self.validator.revision
@@ -344,6 +358,9 @@ class FakeKlaviyo:
         self.job_polls_until_complete = 0
         self.enforce_rate_limits = False
         self.throttled = 0
+        self.keep_payloads = keep_payloads
+        self.accepted_events = 0
+        self.accepted_keys: set[tuple[Any, ...]] = set()
         self._stamps: dict[tuple[str, str], tuple[str, str]] = {}
         self._faults: list[_Fault] = []
         self._windows: dict[tuple[str, float], tuple[int, int]] = {}
@@ -475,7 +492,7 @@ class FakeKlaviyo:
                 parsed = json.loads(body)
             except ValueError:
                 parsed, not_json = body.decode("utf-8", "replace"), True
-        record = Recorded(method, path, query, Headers(headers), parsed)
+        record = Recorded(method, path, query, Headers(headers), parsed if self.keep_payloads else None)
         with self._lock:
             self.requests.append(record)
             fault = self._take_fault(method, path)
@@ -487,8 +504,7 @@ class FakeKlaviyo:
                 time.sleep(fault.delay)
             status, out_headers, payload = self._fault_response(fault, record)
         else:
-            status, out_headers, payload = self._respond(record, raw_path, parsed, len(body), base_url,
-                                                         violations)
+            status, out_headers, payload = self._respond(record, raw_path, parsed, body, base_url, violations)
         record.status = status
         return status, out_headers, payload
 
@@ -547,7 +563,7 @@ class FakeKlaviyo:
                     self.errors.append(f"{record.method} {record.path}: {error['detail']}")
         return fails
 
-    def _respond(self, record: Recorded, raw_path: str, body: Any, size: int, base_url: str,
+    def _respond(self, record: Recorded, raw_path: str, body: Any, raw: bytes, base_url: str,
                  violations: list[_Fail]) -> tuple[int, dict[str, str], bytes]:
         route, params = self._route(record.method, raw_path)
         headers: dict[str, str] = {}
@@ -565,7 +581,7 @@ class FakeKlaviyo:
                     with self._lock:
                         self.errors.append(f"{record.method} {record.path}: {message}")
                 raise _Fail(404, message)
-            ctx = _Ctx(record.method, record.path, record.query, body, size, base_url)
+            ctx = _Ctx(record.method, record.path, record.query, body, len(raw), base_url, raw)
             with self._lock:
                 status, payload = route.handler(ctx, *params)
         except _Fail as fail:
@@ -618,7 +634,9 @@ class FakeKlaviyo:
                                  f"{'s' if retry != 1 else ''}.", headers={"Retry-After": str(retry)})
         for _limit, length, index, count, _reset in windows:
             self._windows[(key, length)] = (index, count + 1)
-        limit, _length, _index, count, reset = min(windows, key=lambda w: w[0] - w[3] - 1)
+        # The window with the fewest requests left; on a tie the longer one, the steady window that Klaviyo's
+        # headers always describe (a client keeping to it needs to learn where it ends).
+        limit, _length, _index, count, reset = min(windows, key=lambda w: (w[0] - w[3] - 1, -w[1]))
         return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(limit - count - 1),
                 "RateLimit-Reset": str(max(1, ceil(reset)))}
 
@@ -890,7 +908,7 @@ class FakeKlaviyo:
     # --- events ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _check_event(attrs: dict[str, Any], pointer: str) -> None:
+    def _check_event(attrs: dict[str, Any], pointer: str, *, strings: bool = True) -> None:
         profile = (attrs.get("profile") or {}).get("data") or {}
         pattrs = profile.get("attributes") or {}
         identifiers = (*_PROFILE_IDENTIFIERS, "anonymous_id", "_kx")
@@ -903,7 +921,7 @@ class FakeKlaviyo:
         if isinstance(properties, dict) and len(properties) > 400:
             raise _invalid(f"{len(properties)} event properties, more than the allowed 400.",
                            f"{pointer}/properties")
-        if _longest_string(attrs) > MAX_EVENT_STRING:
+        if strings and _longest_string(attrs) > MAX_EVENT_STRING:
             raise _invalid("An event string is larger than 100KB.", pointer)
 
     def _create_event(self, ctx: _Ctx) -> _Reply:
@@ -916,6 +934,7 @@ class FakeKlaviyo:
         if ctx.size > MAX_BULK_PAYLOAD:
             raise _invalid(f"The payload is {ctx.size} bytes, more than the allowed 5MB.")
         entries = ((ctx.data.get("attributes") or {}).get("events-bulk-create") or {}).get("data") or []
+        strings = _may_hold_long_strings(ctx.raw)  # else no event string can be over the limit: not walked
         merged: list[dict[str, Any]] = []
         for i, entry in enumerate(entries):
             attrs = entry.get("attributes") or {}
@@ -924,12 +943,16 @@ class FakeKlaviyo:
                 if attrs.get("backfill") is not None and "backfill" not in one:
                     one["backfill"] = attrs["backfill"]
                 where = f"/data/attributes/events-bulk-create/data/{i}/attributes/events/data/{j}/attributes"
-                self._check_event(one, where)
+                self._check_event(one, where, strings=strings)
                 merged.append(one)
         if len(merged) > 1000:
             raise _invalid(f"{len(merged)} events, more than the allowed 1,000 per request.",
                            "/data/attributes/events-bulk-create/data")
-        self.events.extend(merged)
+        self.accepted_events += len(merged)
+        if self.keep_payloads:
+            self.events.extend(merged)
+        else:
+            self.accepted_keys.update(self._event_key(event) for event in merged)
         return 202, None
 
     # --- catalog --------------------------------------------------------------------------------------------
