@@ -347,3 +347,21 @@ def test_event_imports_collect_cycles_less_often_and_give_the_settings_back() ->
             assert gc.get_threshold()[0] == max(before[0], runner.YOUNG_COLLECTION_EVERY)
         assert gc.get_threshold()[0] == max(before[0], runner.YOUNG_COLLECTION_EVERY)
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize(("text", "status"), [
+    ("x" * 102_400, 202),  # Klaviyo's limit (100 KB), just
+    ("x" * 102_401, 400),
+    ("é" * 51_201, 400),  # in octets, not characters
+    ('say "x" ' * 12_801, 400),  # escaped quotes cut the text into short runs: found by walking the events
+    ('say "x" ' * 100, 202),
+])
+def test_the_stand_in_still_refuses_an_event_string_over_100_kb(text: str, status: int) -> None:
+    """The stand-in checks event strings without walking the events when the body text shows none can be long."""
+    fake = FakeKlaviyo(validate=False, revision="*")
+    events = [event(1), {**event(2), "properties": {"note": text}}, event(3)]
+    body = json.dumps(events_job_body(events), ensure_ascii=False).encode()
+    answer, _headers, _payload = fake.handle("POST", EVENTS, {"Authorization": "Klaviyo-API-Key pk_x",
+                                                              "revision": "2025-01-15"}, body)
+    assert answer == status
+    assert len(fake.events) == (3 if status == 202 else 0)

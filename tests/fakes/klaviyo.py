@@ -498,7 +498,7 @@ class FakeKlaviyo:
             fault = self._take_fault(method, path)
         record.injected = fault is not None
 
-        violations = self._check_request(record, raw_path, not_json)
+        violations = self._check_request(record, raw_path, not_json, parsed)
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
@@ -533,7 +533,7 @@ class FakeKlaviyo:
         headers.setdefault("Content-Type", JSON_API)
         return fault.status, headers, payload
 
-    def _check_request(self, record: Recorded, raw_path: str, not_json: bool) -> list[_Fail]:
+    def _check_request(self, record: Recorded, raw_path: str, not_json: bool, body: Any) -> list[_Fail]:
         """Contract problems of a request (also added to `errors`), in the order they should be answered."""
         fails: list[_Fail] = []
         auth = record.headers.get("authorization") or ""
@@ -553,7 +553,7 @@ class FakeKlaviyo:
                 fails.append(_Fail(404, f"no operation {record.method} {record.path} in the OpenAPI spec",
                                    violation=True))
             else:
-                issues = self.validator.check(record.method, raw_path, record.body)
+                issues = self.validator.check(record.method, raw_path, body)
                 if issues:
                     errors = [klaviyo_error(400, str(i), pointer=i.pointer) for i in issues]
                     fails.append(_Fail(400, "; ".join(map(str, issues)), violation=True, errors=errors))
