@@ -16,7 +16,7 @@ from job.app import job_routes
 from job.service import JobService
 from shared.config import Settings
 from shared.context import build_context
-from shared.web import closing, health_route
+from shared.web import closing, health_route, metrics_route
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -26,5 +26,5 @@ def create_app(settings: Settings) -> Starlette:
         return create_job_app(settings)
     context = build_context(settings)
     routes = [*event_routes(context), *job_routes(JobService(context), scheduler_path="/job"),
-              health_route("event+job")]
+              health_route("event+job"), metrics_route()]
     return Starlette(routes=routes, lifespan=closing(context))

@@ -12,7 +12,7 @@ from event.handler import handle_delivery
 from shared.config import Settings
 from shared.context import build_context
 from shared.processors import Context
-from shared.web import closing, health_route
+from shared.web import closing, health_route, metrics_route
 
 
 def event_routes(context: Context) -> list[Route]:
@@ -31,4 +31,4 @@ def event_routes(context: Context) -> list[Route]:
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
     context = context or build_context(settings)
-    return Starlette(routes=[*event_routes(context), health_route("event")], lifespan=closing(context))
+    return Starlette(routes=[*event_routes(context), health_route("event"), metrics_route()], lifespan=closing(context))

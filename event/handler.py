@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 
 from event.envelope import MalformedDelivery, decode
-from shared import dead_letters
+from shared import dead_letters, metrics
 from shared.deadline import time_budget
 from shared.dispatch import Result, dispatch
 from shared.errors import ConnectorError, PermanentError
@@ -29,12 +30,20 @@ class Answer:
     status: int
     outcome: str
     reason: str
+    processors: tuple[str, ...] = ()
 
     def body(self) -> dict[str, str]:
         return {"outcome": self.outcome, "reason": self.reason}
 
 
 def handle_delivery(body: bytes, context: Context) -> Answer:
+    started = time.perf_counter()
+    answer = _handle(body, context)
+    metrics.delivery(answer.outcome, answer.processors, time.perf_counter() - started)
+    return answer
+
+
+def _handle(body: bytes, context: Context) -> Answer:
     budget = context.settings.event_time_budget
     try:
         delivery = decode(body)
@@ -51,6 +60,7 @@ def handle_delivery(body: bytes, context: Context) -> Answer:
             return _dead_letter(context, message_id, Result("failed", exc.reason, error=exc),
                                 raw=body.decode("utf-8", "replace"))
 
+    metrics.message_seen(notification.payload)
     with message_context(notification.id), time_budget(budget):
         result = dispatch(notification, context)
         fields = {"outcome": result.outcome, "reason": result.reason, "processors": result.processors,
@@ -60,9 +70,9 @@ def handle_delivery(body: bytes, context: Context) -> Answer:
             return _dead_letter(context, notification.id, result, notification=notification.payload)
         if result.outcome == "retry":
             log.warning("delivery failed for a transient reason; asking for redelivery", extra=fields)
-            return Answer(503, result.outcome, result.reason)
+            return Answer(503, result.outcome, result.reason, tuple(result.processors))
         log.info("delivery %s", result.outcome, extra=fields)
-        return Answer(204, result.outcome, result.reason)
+        return Answer(204, result.outcome, result.reason, tuple(result.processors))
 
 
 def _dead_letter(context: Context, message_id: str, result: Result, *, notification: dict | None = None,
@@ -75,8 +85,8 @@ def _dead_letter(context: Context, message_id: str, result: Result, *, notificat
         # Acknowledging without a record would lose the delivery: ask for it again instead.
         log.error("delivery failed permanently but could not be recorded; asking for redelivery",
                   extra={"reason": result.reason, "record_error": str(exc)})
-        return Answer(503, "retry", f"{result.reason} (dead-letter record failed: {exc})")
+        return Answer(503, "retry", f"{result.reason} (dead-letter record failed: {exc})", tuple(result.processors))
     log.error("delivery failed permanently; recorded as a dead letter",
               extra={"reason": result.reason, "processors": result.processors,
                      "dead_letter_key": dead_letters.key_for(message_id)})
-    return Answer(202, result.outcome, result.reason)
+    return Answer(202, result.outcome, result.reason, tuple(result.processors))

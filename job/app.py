@@ -27,7 +27,7 @@ from shared.config import Settings
 from shared.context import build_context
 from shared.errors import ApiError, ConnectorError
 from shared.processors import Context
-from shared.web import closing, health_route
+from shared.web import closing, health_route, metrics_route
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -35,7 +35,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
     context = context or build_context(settings)
-    return Starlette(routes=[*job_routes(JobService(context)), health_route("job")], lifespan=closing(context))
+    return Starlette(routes=[*job_routes(JobService(context)), health_route("job"), metrics_route()],
+                     lifespan=closing(context))
 
 
 def job_routes(service: JobService, scheduler_path: str = "/") -> list[Route]:

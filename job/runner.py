@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from job.state import IMPORT_TYPES, Busy, Cancelled, ImportRecord, ImportStore, iso, now
+from shared import metrics
 from shared.bulk import MAX_EVENTS, BatchResult, BulkSender, full_batch
 from shared.deadline import time_budget
 from shared.errors import ApiError, ConnectorError, redact
@@ -196,6 +197,7 @@ class _Run:
                  progress: Progress | None) -> None:
         self.store, self.saved, self.owner, self.deadline, self.progress = store, record, owner, deadline, progress
         self.began = time.monotonic()
+        self.counted = dict(record.counts)  # the counts as last given to the metrics
 
     def budget(self) -> contextlib.AbstractContextManager[None]:
         return time_budget(max(self.deadline - time.monotonic(), 0.0) + PAGE_GRACE_SECONDS)
@@ -208,6 +210,8 @@ class _Run:
         if finished:
             record.status, record.finished_at = "completed", iso(now())
         record = self.store.save(record, self.owner, release=release and not finished)
+        metrics.import_progress(record.type, self.counted, record.counts)
+        self.counted = dict(record.counts)
         self.saved = record
         if self.progress:
             self.progress(record, time.monotonic() - self.began)

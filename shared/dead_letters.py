@@ -13,6 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import metrics
 from shared.commercetools import Commercetools
 from shared.deadline import time_budget
 from shared.dispatch import dispatch
@@ -59,6 +60,7 @@ def record(commercetools: Commercetools, *, message_id: str, reason: str, proces
     elif raw is not None:
         value["raw"] = raw[:_MAX_MESSAGE_BYTES]
     commercetools.put_custom_object(CONTAINER, key, value, version=existing["version"] if existing else None)
+    metrics.dead_letter_recorded()
 
 
 # Client errors that a later attempt may get past: the object was not there yet, or was busy.
@@ -82,11 +84,12 @@ def replay(context: Context, entry: dict[str, Any], budget: float = 30.0) -> str
     """Process a record's notification again; returns the outcome (`processed`, `ignored`, `failed`, `retry`,
     `not replayable`). A success removes the record; a failure updates its reason and attempts."""
     notification = entry.get("notification") or _reference(entry)
-    if notification is None:
-        return "not replayable"
     try:
-        parsed = parse_notification(notification)
+        parsed = parse_notification(notification) if notification is not None else None
     except PermanentError:
+        parsed = None
+    if parsed is None:
+        metrics.dead_letter_replayed("not replayable")
         return "not replayable"
     with time_budget(budget):
         result = dispatch(parsed, context)
@@ -95,6 +98,7 @@ def replay(context: Context, entry: dict[str, Any], budget: float = 30.0) -> str
     else:
         record(context.commercetools, message_id=entry["messageId"], reason=result.reason,
                processors=result.processors, error=result.error, notification=notification)
+    metrics.dead_letter_replayed(result.outcome)
     return result.outcome
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from shared import deadline
+from shared import deadline, metrics
 from shared.errors import ApiError, Conflict, NotFound
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class Transport:
                 headers: Mapping[str, str] | None = None, safe_to_retry: bool = True,
                 auth: httpx.Auth | None = None) -> httpx.Response:
         attempt = 0
+        operation = metrics.operation(url)
         while True:
             attempt += 1
             left = deadline.remaining()
@@ -96,12 +97,15 @@ class Transport:
                                                 headers=headers, timeout=timeout,
                                                 auth=auth or httpx.USE_CLIENT_DEFAULT)
             except httpx.TimeoutException:
+                metrics.api_request(self.service, operation, None)
                 error = ApiError(self.service, None, f"{method} timed out after {timeout:.1f}s")
                 wait = self._backoff(attempt)
             except httpx.TransportError as exc:
+                metrics.api_request(self.service, operation, None)
                 error = ApiError(self.service, None, f"{method} failed: {type(exc).__name__}")
                 wait = self._backoff(attempt)
             else:
+                metrics.api_request(self.service, operation, response.status_code)
                 if response.status_code < 400:
                     return response
                 error = self._error(response)

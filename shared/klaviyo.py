@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from shared import metrics
 from shared.config import KlaviyoSettings
 from shared.errors import ApiError, NotFound
 from shared.http import RetryPolicy, Transport
@@ -77,6 +78,8 @@ class Klaviyo:
     def request(self, method: str, path: str, *, body: Any = None, params: Any = None,
                 safe_to_retry: bool = True) -> Any:
         response = self._http.request(method, path, json=body, params=params, safe_to_retry=safe_to_retry)
+        if path in ("/api/events", "/api/event-bulk-create-jobs"):
+            metrics.events_accepted(path, body)
         return response.json() if response.content else None
 
     # --- profiles -----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What every starlette app of ours shares: closing the clients on shutdown, and the health route."""
+"""What every starlette app of ours shares: closing the clients on shutdown, the health and metrics routes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shared import __version__
+from shared import __version__, metrics
 from shared.context import close_context
 from shared.processors import Context
 
@@ -31,3 +31,12 @@ def health_route(app: str) -> Route:
         return JSONResponse({"status": "ok", "app": app, "version": __version__})
 
     return Route("/health", health, methods=["GET"])
+
+
+def metrics_route() -> Route:
+    """`GET /metrics`: this process's metrics in the Prometheus text format (see `shared.metrics`)."""
+
+    async def scrape(_request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
+    return Route("/metrics", scrape, methods=["GET"])
