@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import logging
@@ -36,7 +37,9 @@ from tests.fakes.commercetools_server import serve
 OUT = Path("out/demo")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     requests_file = OUT / "klaviyo-requests.jsonl"
     requests_file.unlink(missing_ok=True)

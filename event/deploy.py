@@ -13,6 +13,7 @@ CONNECT_GCP_TOPIC_NAME) or SNS (CONNECT_AWS_TOPIC_ARN).
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping
@@ -141,17 +142,25 @@ def pre_undeploy(settings: Settings, ct: Commercetools) -> list[str]:
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m event.deploy", description="Connect's deployment scripts: the commercetools subscriptions.",
+        epilog="The destination: CONNECT_SUBSCRIPTION_DESTINATION = GoogleCloudPubSub (CONNECT_GCP_PROJECT_ID, "
+               "CONNECT_GCP_TOPIC_NAME) or SNS (CONNECT_AWS_TOPIC_ARN); commercetools: CT_* or CTP_* variables.")
+    parser.add_argument("script", choices=("post-deploy", "pre-undeploy"),
+                        help="post-deploy: create or update the subscriptions; pre-undeploy: delete them")
+    try:
+        args = [parser.parse_args(sys.argv[1:] if argv is None else argv).script]
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
     env = dict(os.environ if environ is None else environ)
-    if args not in (["post-deploy"], ["pre-undeploy"]):
-        print("usage: python -m event.deploy post-deploy | pre-undeploy", file=sys.stderr)
-        return 2
     try:
         settings = load_settings(env, require_klaviyo=False)
         target = destination(env) if args[0] == "post-deploy" else {}
     except ConfigError as exc:
         print(f"{args[0]}: {exc}", file=sys.stderr)
         return 2
+    for warning in settings.warnings:
+        print(f"{args[0]}: warning: {warning}", file=sys.stderr)
     ct = Commercetools(settings.commercetools, user_agent=settings.user_agent)
     try:
         report = post_deploy(settings, ct, target) if args[0] == "post-deploy" else pre_undeploy(settings, ct)

@@ -29,7 +29,7 @@ TYPES = (*IMPORT_TYPES, "all")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = startup()
+    settings = startup(require_klaviyo=not getattr(args, "dry_run", False) and not _commercetools_only(args))
     if getattr(args, "dry_run", False):
         settings = dataclasses.replace(settings, dry_run=True)
     if args.command in (None, "serve"):
@@ -72,14 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--modified-to", help="ISO date-time of lastModifiedAt (customers, orders)")
         command.add_argument("--delete-all", action="store_true", help="delete every catalog object of this type")
         command.add_argument("--confirm", help="repeat the type to confirm --delete-all")
-        if name == "sync":
-            command.add_argument("--dry-run", action="store_true",
-                                 help="send nothing to Klaviyo; write the requests to dryRun.file")
+        command.add_argument("--dry-run", action="store_true",
+                             help="send nothing to Klaviyo; write the requests to dryRun.file" if name == "sync"
+                             else "a dry-run import (kept apart from the real ones)")
     run = commands.add_parser("run", help="work on pending imports for one time budget, like the scheduler")
     run.add_argument("--dry-run", action="store_true", help="send nothing to Klaviyo")
-    commands.add_parser("status", help="show all imports")
+    status = commands.add_parser("status", help="show all imports")
+    status.add_argument("--dry-run", action="store_true", help="show the dry-run imports (kept apart)")
     stop = commands.add_parser("stop", help="cancel an import")
     stop.add_argument("type", choices=TYPES)
+    stop.add_argument("--dry-run", action="store_true", help="cancel a dry-run import")
     letters = commands.add_parser("dead-letters", help="deliveries the event app could never process")
     actions = letters.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="a table of the records")
@@ -91,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     purge = actions.add_parser("purge", help="delete records last seen before a date")
     purge.add_argument("--before", required=True, help="ISO date-time, e.g. 2026-11-01T00:00:00Z")
     return parser
+
+
+def _commercetools_only(args: argparse.Namespace) -> bool:
+    """Commands that never call Klaviyo, and so need no Klaviyo key."""
+    return args.command in ("request", "status", "stop") or (
+        args.command == "dead-letters" and args.action in ("list", "purge"))
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:

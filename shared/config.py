@@ -8,6 +8,7 @@ message names every offending key and never echoes a secret.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -160,6 +161,7 @@ class Settings:
     log_level: str = "INFO"
     port: int = 8080
     user_agent: str = f"commercetools-klaviyo-connector-python/{__version__}"
+    warnings: tuple[str, ...] = ()  # what works but is likely a mistake (said at start-up)
 
     def enabled(self, processor: str) -> bool:
         return processor not in self.disabled_events
@@ -177,11 +179,17 @@ def load_settings(environ: Mapping[str, str] | None = None, config_dir: Path | N
     """
     env = os.environ if environ is None else environ
     problems: list[str] = []
-    tree = _load_tree(env, config_dir or Path(env.get("NODE_CONFIG_DIR") or default_config_dir()), problems)
+    directory = config_dir or Path(env.get("NODE_CONFIG_DIR") or default_config_dir())
+    tree = _load_tree(env, directory, problems)
     settings = _build(env, tree, problems, require_klaviyo)
     if problems:
         raise ConfigError(problems)
     assert settings is not None
+    node_env = env.get("NODE_ENV", "").strip()
+    if node_env and not (directory / f"{node_env}.yaml").is_file():
+        warning = f"NODE_ENV: '{node_env}' names no configuration file ({directory / node_env}.yaml not found); " \
+                  "the defaults apply"
+        settings = dataclasses.replace(settings, warnings=(*settings.warnings, warning))
     return settings
 
 
