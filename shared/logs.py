@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,15 @@ from datetime import UTC, datetime
 _message_id: ContextVar[str | None] = ContextVar("message_id", default=None)
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _QUIET = ("httpx", "httpcore", "uvicorn.access")
+# uvicorn adds `color_message` (its message with terminal colours) to its records: never part of a JSON line
+_DROPPED = {"color_message"}
+# Terminal escape sequences (CSI such as colours, OSC, and two-character ones), and other control characters
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain(text: str) -> str:
+    """The text without terminal escape codes."""
+    return _ESCAPES.sub("", text) if "\x1b" in text or not text.isprintable() else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,14 +35,14 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "severity": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": plain(record.getMessage()),
         }
         message_id = _message_id.get()
         if message_id:
             entry["message_id"] = message_id
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+            if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
+                entry[key] = plain(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             # The exception type only: tracebacks and exception texts can carry request data.
             entry["error_type"] = record.exc_info[0].__name__
