@@ -195,11 +195,12 @@ def test_oldest_message_age_shows_how_far_behind_a_fresh_process_is(env: dict[st
                                env={"PATH": os.environ["PATH"], **env, "PORT": str(port), "LOG_LEVEL": "WARNING"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=10)
     try:
         give_up = time.monotonic() + 15
         while True:
             try:
-                fresh = scrape(httpx.Client(base_url=url))
+                fresh = scrape(client)
                 break
             except httpx.TransportError:
                 assert process.poll() is None, process.stderr.read() if process.stderr else ""
@@ -210,13 +211,14 @@ def test_oldest_message_age_shows_how_far_behind_a_fresh_process_is(env: dict[st
         def deliver(age: float) -> None:
             created = (datetime.now(UTC) - timedelta(seconds=age)).isoformat(timespec="milliseconds")
             ignored = message("customer", CUSTOMER_ID, "CustomerEmailVerified", createdAt=created)
-            assert httpx.post(url + "/", json=pubsub(ignored), timeout=10).status_code == 204
+            assert client.post("/", json=pubsub(ignored)).status_code == 204
 
         deliver(600)
         deliver(5)  # a newer one does not hide the older one
-        age = value(scrape(httpx.Client(base_url=url)), "klaviyo_connector_oldest_message_age_seconds")
+        age = value(scrape(client), "klaviyo_connector_oldest_message_age_seconds")
         assert 600 <= age < 660
     finally:
+        client.close()
         process.terminate()
         process.communicate(timeout=10)
 
