@@ -422,7 +422,8 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
 
 def _consent_channel(node: dict[str, Any], channel: str, problems: list[str]) -> ConsentChannel:
     values = node[channel]
-    field_name, list_id = values["field"].strip(), values["listId"].strip()
+    field_name, list_id = (values[name].strip() if isinstance(values[name], str) else ""  # else reported
+                           for name in ("field", "listId"))
     if field_name and not list_id:
         problems.append(f"customer.consent.{channel}.listId: required when customer.consent.{channel}.field is "
                         "set (the Klaviyo list consenting profiles are subscribed to)")
