@@ -23,6 +23,8 @@ from tests.builders import change, message, pubsub
 from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
+from tests.test_event_catalog import published
+from tests.test_event_catalog import seed as seed_product
 from tests.test_event_orders import ORDER_ID, seed_catalog
 from tests.test_job_support import make_customer
 
@@ -327,6 +329,23 @@ def test_an_order_without_a_configured_store_uses_the_global_settings(
     assert [e["properties"].get("Store") for e in events] == [store] * 4
     assert events[0]["properties"]["ItemNames"][0] == "Slim Jeans"
     assert events[0]["properties"]["Items"][0]["ProductURL"] == "https://shop.example.com/products/slim-jeans"
+
+
+def test_the_one_catalog_carries_each_stores_view_of_a_product(
+        app_for: Callable[..., TestClient], ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
+    seed_product(ct)
+    app = app_for({"stores": {"de": DE_STORE, "us": {"currency": "USD"}}})
+    assert deliver(app, published()) == 204
+    [item] = klaviyo.items.values()
+    metadata = item["attributes"]["custom_metadata"]
+    stores = json.loads(metadata["stores_json"])
+    assert stores["de"]["title"] == "Slim-Fit-Jeans"
+    assert stores["de"]["url"] == "https://shop.example.de/p/slim-fit-jeans-damen"
+    assert stores["de"]["currency"] == "EUR"
+    assert (stores["us"]["title"], stores["us"]["currency"]) == ("Slim Fit Jeans", "USD")
+    assert stores["us"]["url"] == "https://shop.example.com/products/slim-fit-jeans"
+    assert item["attributes"]["title"] == "Slim Fit Jeans"  # the item itself keeps the global settings
+    assert len(klaviyo.items) == 1  # one catalog: one item per product, whatever the stores
 
 
 # --- bulk -------------------------------------------------------------------------------------------------------
