@@ -31,7 +31,7 @@ from typing import Any
 
 from shared.commercetools import Commercetools, literal
 from shared.config import Settings
-from shared.errors import Conflict, TransientError
+from shared.errors import ApiError, Conflict, TransientError
 from shared.mappers.customer import phone_number, select_address
 from shared.stores import consent_lists, customer_store_keys
 
@@ -240,7 +240,7 @@ def sync_consent(customer: dict[str, Any], context: Any, *, turned_off: Iterable
         log.info("customer %s: %s", customer["id"], note)
     for group in grouped(result.changes):
         context.klaviyo.request("POST", job_path(group), body=job_body(group))
-    if result.record is not None:
+    if result.record is not None and not settings.dry_run:  # a dry run sent nothing: nothing to remember
         write_record(context.commercetools, customer["id"], result.record, stored)
 
 
@@ -269,15 +269,21 @@ def sync_page(customers: list[dict[str, Any]], context: Any, sender: Any, *,
             log.info("customer %s: %s", customer["id"], note)
         plans.append(result)
     changes = [change for result in plans for change in result.changes]
+    refused: dict[Change, str] = {}
     for group in grouped(changes):
-        sender.subscription_job(job_path(group), job_body(group))
+        refused.update(_send_group(sender, group))
     expected: dict[str, dict[str, str]] = {}
     for change in changes:
-        expected.setdefault(change.email.lower(), {})[change.channel] = \
-            "SUBSCRIBED" if change.subscribe else "UNSUBSCRIBED"
+        if change not in refused:
+            expected.setdefault(change.email.lower(), {})[change.channel] = \
+                "SUBSCRIBED" if change.subscribe else "UNSUBSCRIBED"
     confirmed = sender.confirm_subscriptions(expected) if expected and not settings.dry_run else set(expected)
     sent, failures = 0, []
     for result in plans:
+        reasons = sorted({refused[c] for c in result.changes if c in refused})
+        if reasons:
+            failures.append(f"customer {result.customer_id}: Klaviyo refused the consent change ({reasons[0]})")
+            continue
         missing = sorted({c.channel for c in result.changes if c.email.lower() not in confirmed})
         if missing:
             failures.append(f"customer {result.customer_id}: Klaviyo did not confirm the {' and '.join(missing)} "
@@ -287,6 +293,24 @@ def sync_page(customers: list[dict[str, Any]], context: Any, sender: Any, *,
             write_record(context.commercetools, result.customer_id, result.record, stored.get(result.customer_id))
         sent += bool(result.changes)
     return sent, failures
+
+
+def _send_group(sender: Any, group: list[Change]) -> dict[Change, str]:
+    """Send one job; the changes Klaviyo refused, with why. A job refused as invalid (400) is sent again one
+    profile at a time, so that one bad profile does not cost the others; other refusals (a list that does not
+    exist) hold for the whole job. Transient failures are raised (the page is tried again)."""
+    try:
+        sender.subscription_job(job_path(group), job_body(group))
+        return {}
+    except ApiError as exc:
+        if exc.transient:
+            raise
+        if exc.status != 400 or len(group) == 1:
+            return dict.fromkeys(group, exc.describe())
+    refused: dict[Change, str] = {}
+    for change in group:
+        refused.update(_send_group(sender, [change]))
+    return refused
 
 
 def _instant(value: Any) -> datetime | None:

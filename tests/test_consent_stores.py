@@ -430,6 +430,27 @@ def test_bulk_subscription_refused_later_is_counted_failed_and_sent_again_next_r
     assert klaviyo.consent("customer2@example.com") == "SUBSCRIBED"
 
 
+def test_bulk_refusals_cost_only_the_customers_they_concern(
+        ct: FakeCommercetools, klaviyo: FakeKlaviyo, fast_services: Callable[..., JobService]) -> None:
+    klaviyo.add_list(NEWS)  # the `de` store's list does not exist in Klaviyo
+    customers = [make_customer(n, custom={"fields": {"newsletter": True}}) for n in (1, 2, 3)]
+    customers[2]["stores"] = [{"typeId": "store", "key": "de"}]
+    for item in customers:
+        ct.add("customers", item)
+    klaviyo.fail_next("POST", SUBSCRIBE, 400)  # the job of customers 1 and 2, refused as a whole
+    service = fast_services({**EMAIL_CONSENT, "stores": {"de": DE_STORE_LIST}})
+    service.request("customers", {})
+    [summary] = service.run()
+    assert summary["counts"]["failed"] == 1
+    assert [e for e in summary["errors"] if "consent" in e] == [
+        f"customer {customers[2]['id']}: Klaviyo refused the consent change (klaviyo 404: Not found.; "
+        "code=not_found; field=/data/relationships/list; detail=A list with id '…' does not exist.)"]
+    sizes = [len(r.body["data"]["attributes"]["profiles"]["data"]) for r in klaviyo.calls("POST", SUBSCRIBE)]
+    assert sizes == [2, 1, 1, 1]  # the refused job again one profile at a time; then the `de` job
+    assert [klaviyo.consent(f"customer{n}@example.com") for n in (1, 2, 3)] == [
+        "SUBSCRIBED", "SUBSCRIBED", "NEVER_SUBSCRIBED"]
+
+
 def test_bulk_orders_of_a_store_carry_it_with_the_stores_names(
         ct: FakeCommercetools, klaviyo: FakeKlaviyo, fast_services: Callable[..., JobService]) -> None:
     seed_catalog(ct)
