@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -449,6 +450,24 @@ def test_bulk_refusals_cost_only_the_customers_they_concern(
     assert sizes == [2, 1, 1, 1]  # the refused job again one profile at a time; then the `de` job
     assert [klaviyo.consent(f"customer{n}@example.com") for n in (1, 2, 3)] == [
         "SUBSCRIBED", "SUBSCRIBED", "NEVER_SUBSCRIBED"]
+
+
+def test_a_dry_run_writes_the_subscription_jobs_and_records_nothing(
+        ct: FakeCommercetools, klaviyo: FakeKlaviyo, cli: Callable[..., tuple[int, str, str]],
+        tmp_path: Path) -> None:
+    customers = [make_customer(n, custom={"fields": {"newsletter": True}}) for n in (1, 2)]
+    for item in customers:
+        ct.add("customers", item)
+    out_file = tmp_path / "dry.jsonl"
+    config = {**EMAIL_CONSENT, "dryRun": {"file": str(out_file)}}
+    code, _out, _err = cli("sync", "customers", "--dry-run", config=config)
+    assert code == 0 and klaviyo.requests == []
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [line["path"] for line in lines] == ["/api/profile-bulk-import-jobs", SUBSCRIBE]
+    assert lines[1]["body"] == job("email", NEWS, [consented("customer1@example.com", at="2026-09-02T08:00:00Z"),
+                                                   consented("customer2@example.com", at="2026-09-03T08:00:00Z")],
+                                   historical=True)
+    assert [record(ct, c["id"]) for c in customers] == [None, None]
 
 
 def test_bulk_orders_of_a_store_carry_it_with_the_stores_names(
