@@ -27,13 +27,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.commercetools import Commercetools, literal
 from shared.config import Settings
 from shared.errors import ApiError, Conflict, TransientError
 from shared.mappers.customer import phone_number, select_address
 from shared.stores import consent_lists, customer_store_keys
+
+if TYPE_CHECKING:
+    from shared.bulk import BulkSender
+    from shared.processors import Context
 
 log = logging.getLogger(__name__)
 
@@ -221,14 +225,14 @@ def write_record(commercetools: Commercetools, customer_id: str, value: dict[str
 # --- realtime -------------------------------------------------------------------------------------------------
 
 
-def sync_consent(customer: dict[str, Any], context: Any, *, turned_off: Iterable[str] = (),
+def sync_consent(customer: dict[str, Any], context: Context, *, turned_off: Iterable[str] = (),
                  now: datetime | None = None) -> None:
     """Send the customer's consent changes to Klaviyo (one job per channel and list), then record them.
 
-    `context` is a `shared.processors.Context`. A refused job raises (`ApiError`: 4xx permanent, else
+    A refused job raises (`ApiError`: 4xx permanent, else
     transient), so the delivery is recorded as a dead letter or delivered again.
     """
-    settings: Settings = context.settings
+    settings = context.settings
     if not settings.customer.consent_configured or not customer.get("email"):
         return
     now = now or datetime.now(UTC)
@@ -247,16 +251,15 @@ def sync_consent(customer: dict[str, Any], context: Any, *, turned_off: Iterable
 # --- bulk -----------------------------------------------------------------------------------------------------
 
 
-def sync_page(customers: list[dict[str, Any]], context: Any, sender: Any, *,
+def sync_page(customers: list[dict[str, Any]], context: Context, sender: BulkSender, *,
               now: datetime | None = None) -> tuple[int, list[str]]:
     """The consent of a page of customers, as history (`historical_import`, `consented_at`): jobs per channel
     and list, then read back from the profiles. A customer whose changes all show is recorded; the others are
     returned as failures (customer id and channel, no personal data) and are sent again by the next run.
 
-    `context` is a `shared.processors.Context`, `sender` a `shared.bulk.BulkSender`. Returns (customers whose
-    consent was sent, failures).
+    Returns (customers whose consent was sent, failures).
     """
-    settings: Settings = context.settings
+    settings = context.settings
     if not settings.customer.consent_configured:
         return 0, []
     now = now or datetime.now(UTC)
@@ -295,7 +298,7 @@ def sync_page(customers: list[dict[str, Any]], context: Any, sender: Any, *,
     return sent, failures
 
 
-def _send_group(sender: Any, group: list[Change]) -> dict[Change, str]:
+def _send_group(sender: BulkSender, group: list[Change]) -> dict[Change, str]:
     """Send one job; the changes Klaviyo refused, with why. A job refused as invalid (400) is sent again one
     profile at a time, so that one bad profile does not cost the others; other refusals (a list that does not
     exist) hold for the whole job. Transient failures are raised (the page is tried again)."""
