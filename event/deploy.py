@@ -21,6 +21,7 @@ from typing import Any
 
 from shared.commercetools import Commercetools
 from shared.config import ConfigError, Settings, load_settings
+from shared.consent import CONSENT_MESSAGES
 from shared.errors import ConnectorError, NotFound
 
 RESOURCES = ("customer", "category", "order", "payment", "product", "inventory-entry")
@@ -50,7 +51,8 @@ def wanted(settings: Settings) -> dict[str, tuple[list[str], bool]]:
         + (list(settings.customer.address_messages) if on("CustomerAddressUpdate") else []) \
         + [name for name in ("CustomerFirstNameSet", "CustomerLastNameSet", "CustomerTitleSet",
                              "CustomerCompanyNameSet") if on(name)] \
-        + (["CustomerDeleted"] if on("CustomerDeleted") and settings.customer.deletion else [])
+        + (["CustomerDeleted"] if on("CustomerDeleted") and settings.customer.deletion else []) \
+        + (list(CONSENT_MESSAGES) if on("CustomerConsentChanged") and settings.customer.consent_configured else [])
     order = (list(settings.order.created_messages) if on("OrderCreated") else []) \
         + (list(settings.order.changed_messages) if on("OrderStateChanged") else [])
     payment = [*settings.payment.transaction_added_messages, *settings.payment.transaction_changed_messages] \

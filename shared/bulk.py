@@ -29,6 +29,7 @@ MAX_CATALOG = 100  # per catalog bulk job
 MAX_PROFILES = 10_000  # per profile bulk import job
 MAX_BYTES = 4_500_000  # Klaviyo accepts 5 MB per request; leave room for the envelope
 MAX_JOB_ERRORS = 20  # error messages kept per job
+CONFIRM_SECONDS = 60.0  # how long subscription jobs may take to show on the profiles
 PLURAL = {"item": "items", "variant": "variants", "category": "categories"}
 
 
@@ -51,6 +52,8 @@ class BulkSender(Protocol):
     def catalog_job(self, kind: str, action: str, data: list[dict[str, Any]]) -> str: ...
     def profile_job(self, profiles: list[dict[str, Any]]) -> str: ...
     def wait(self, jobs: Iterable[str]) -> JobResult: ...
+    def subscription_job(self, path: str, body: dict[str, Any]) -> None: ...
+    def confirm_subscriptions(self, expected: dict[str, dict[str, str]]) -> set[str]: ...
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -144,6 +147,8 @@ def limiter_key(method: str, path: str) -> str | None:
         return "events-bulk"
     if path.startswith("/api/profile-bulk-import-jobs"):
         return "profile-bulk-import"
+    if path.startswith("/api/profile-subscription-bulk-"):
+        return "subscription-bulk"
     if path.startswith("/api/catalog-") and "-bulk-" in path:
         return "catalog-bulk" if method == "POST" else "catalog-job-status"
     return None
@@ -215,6 +220,45 @@ class KlaviyoBulk:
         self._limiter.acquire("profile-bulk-import")
         body = self._klaviyo.request("POST", "/api/profile-bulk-import-jobs", body=profile_job_body(profiles))
         return f"profiles:{body['data']['id']}"
+
+    def subscription_job(self, path: str, body: dict[str, Any]) -> None:
+        """A profile subscription bulk create / delete job. Klaviyo answers 202 without a job to poll: the outcome
+        is read back from the profiles (`confirm_subscriptions`). Safe to repeat."""
+        self._limiter.acquire("subscription-bulk")
+        self._klaviyo.request("POST", path, body=body)
+
+    def confirm_subscriptions(self, expected: dict[str, dict[str, str]]) -> set[str]:
+        """The emails (lower case) whose profiles show the expected consent per channel (`{"email": "SUBSCRIBED"}`).
+
+        The profiles are read back (100 a request, with their subscriptions) until every one shows it, for at most
+        `CONFIRM_SECONDS` (and never past the time budget): what is still missing then has failed, or is so late
+        that the caller should treat it as failed (sending it again is harmless).
+        """
+        pending = {email.lower(): states for email, states in expected.items()}
+        confirmed: set[str] = set()
+        interval, waited = self._poll_interval, 0.0
+        while pending:
+            for chunk in chunks(sorted(pending), 100):
+                emails = ",".join(json.dumps(email) for email in chunk)
+                self._limiter.acquire("profiles-read")
+                page = self._klaviyo.request("GET", "/api/profiles", params={
+                    "filter": f"any(email,[{emails}])", "additional-fields[profile]": "subscriptions",
+                    "fields[profile]": "email,subscriptions", "page[size]": "100"})
+                for profile in (page or {}).get("data") or []:
+                    attributes = profile.get("attributes") or {}
+                    email = str(attributes.get("email") or "").lower()
+                    states = pending.get(email)
+                    subscriptions = attributes.get("subscriptions") or {}
+                    if states and all(((subscriptions.get(channel) or {}).get("marketing") or {}).get("consent")
+                                      == state for channel, state in states.items()):
+                        confirmed.add(email)
+                        del pending[email]
+            if not pending or waited + interval > CONFIRM_SECONDS or interval >= deadline.remaining():
+                break
+            self._sleep(interval)
+            waited += interval
+            interval = min(interval * 1.5, 10.0)
+        return confirmed
 
     def wait(self, jobs: Iterable[str]) -> JobResult:
         """Poll the jobs until each is done; sums their counts and collects their error messages.

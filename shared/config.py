@@ -25,6 +25,9 @@ DEFAULT_KLAVIYO_API_URL = "https://a.klaviyo.com"
 KLAVIYO_REVISION = "2026-07-15"
 LOCALE_PATTERN = re.compile(r"^[A-Za-z]{2,4}([_-][A-Za-z]{4})?([_-]([A-Za-z]{2}|[0-9]{3}))?$")
 APP_TYPES = ("EVENT", "BULK_IMPORT")
+NON_NEGATIVE_INTEGERS = ("event.backfillAfterHours",)
+STORE_KEY = re.compile(r"[A-Za-z0-9_-]{2,256}")  # what commercetools allows as a Store key
+STORE_KEYS = ("locale", "currency", "productUrlTemplate", "consent")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # Names accepted in `disabledEvents`: one per realtime processor (the reference's names, plus ours).
@@ -38,6 +41,7 @@ PROCESSOR_NAMES = (
     "CustomerCompanyNameSet",
     "CustomerResourceDeleted",
     "CustomerDeleted",
+    "CustomerConsentChanged",
     "CategoryCreated",
     "CategoryResourceUpdated",
     "CategoryResourceDeleted",
@@ -90,11 +94,36 @@ class OrderSettings:
 
 
 @dataclass(frozen=True)
+class ConsentChannel:
+    """`customer.consent.<channel>`: the boolean custom field holding consent ("" = off) and the Klaviyo list."""
+
+    field: str = ""
+    list_id: str = ""
+
+
+@dataclass(frozen=True)
 class CustomerSettings:
     address_messages: tuple[str, ...]
     custom_fields: PropertyFilter
     deduplication: bool
     deletion: bool
+    consent_email: ConsentChannel = ConsentChannel()
+    consent_sms: ConsentChannel = ConsentChannel()
+
+    @property
+    def consent_configured(self) -> bool:
+        return bool(self.consent_email.field or self.consent_sms.field)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """`stores.<key>`: what a commercetools Store overrides ("" = the global setting)."""
+
+    locale: str = ""
+    currency: str = ""
+    product_url_template: str = ""
+    email_list_id: str = ""
+    sms_list_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +179,8 @@ class Settings:
     event_time_budget: float
     job: JobSettings
     dry_run: bool = False
+    stores: Mapping[str, StoreSettings] = field(default_factory=dict)
+    backfill_after_hours: int = 24
     retry_dead_letters: bool = False
     dry_run_file: str = "out/klaviyo-dry-run.jsonl"
     bulk_api_token: str = field(default="", repr=False)
@@ -251,7 +282,14 @@ def _check_types(overrides: dict[str, Any], defaults: dict[str, Any], source: st
             problems.append(f"{path}: unknown configuration key (in {source})")
             continue
         expected = defaults[key]
-        if isinstance(expected, dict) and expected:
+        if path == "stores":  # a map of store keys, checked in full by `_stores`
+            if not isinstance(value, dict):
+                problems.append(f"{path}: must be a mapping of store keys to overrides (in {source}), "
+                                f"got {_type_name(value)}")
+        elif path in NON_NEGATIVE_INTEGERS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                problems.append(f"{path}: must be a whole number, 0 or more (in {source}), got {value!r}")
+        elif isinstance(expected, dict) and expected:
             if not isinstance(value, dict):
                 problems.append(f"{path}: must be a mapping (in {source}), got {_type_name(value)}")
             else:
@@ -326,6 +364,9 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
         problems.append(f"PORT: must be a TCP port number, got '{port_raw}'")
 
     disabled = _disabled_events(tree.get("disabledEvents", []), problems)
+    consent_email = _consent_channel(tree["customer"]["consent"], "email", problems)
+    consent_sms = _consent_channel(tree["customer"]["consent"], "sms", problems)
+    stores = _stores(tree.get("stores"), {"email": consent_email.field, "sms": consent_sms.field}, problems)
     if problems or ct is None:
         return None
     order, customer, payment, product = tree["order"], tree["customer"], tree["payment"], tree["product"]
@@ -354,6 +395,8 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
             custom_fields=_filter(customer["customFields"]["properties"]),
             deduplication=customer["deduplication"]["enabled"],
             deletion=customer["deletion"]["enabled"],
+            consent_email=consent_email,
+            consent_sms=consent_sms,
         ),
         payment=PaymentSettings(
             transaction_added_messages=tuple(payment["messages"]["transactionAdded"]),
@@ -370,6 +413,8 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
         job=JobSettings(time_budget_seconds=float(tree["job"]["timeBudgetMinutes"]) * 60, page_size=page_size,
                         lease_seconds=float(tree["job"]["leaseSeconds"])),
         dry_run=dry_run,
+        stores=stores,
+        backfill_after_hours=tree["event"]["backfillAfterHours"],
         retry_dead_letters=tree["deadLetters"]["retryOnSchedule"],
         dry_run_file=tree["dryRun"]["file"],
         bulk_api_token=env.get("BULK_API_TOKEN", "").strip(),
@@ -381,6 +426,79 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
         log_level=log_level,
         port=int(port_raw),
     )
+
+
+def _consent_channel(node: dict[str, Any], channel: str, problems: list[str]) -> ConsentChannel:
+    values = node[channel]
+    field_name, list_id = (values[name].strip() if isinstance(values[name], str) else ""  # else reported
+                           for name in ("field", "listId"))
+    if field_name and not list_id:
+        problems.append(f"customer.consent.{channel}.listId: required when customer.consent.{channel}.field is "
+                        "set (the Klaviyo list consenting profiles are subscribed to)")
+    return ConsentChannel(field_name, list_id)
+
+
+def _stores(node: Any, consent_fields: Mapping[str, str], problems: list[str]) -> dict[str, StoreSettings]:
+    """`stores`: store key → overrides; every problem is named by its full key (`stores.de.locale`)."""
+    if not isinstance(node, dict):
+        return {}  # already reported by `_check_types`
+    stores: dict[str, StoreSettings] = {}
+    for key, overrides in node.items():
+        path = f"stores.{key}"
+        if not isinstance(key, str) or not STORE_KEY.fullmatch(key):
+            problems.append(f"{path}: is not a commercetools store key (2 to 256 letters, digits, - or _)")
+            continue
+        if not isinstance(overrides, dict):
+            problems.append(f"{path}: must be a mapping of overrides ({', '.join(STORE_KEYS)}), "
+                            f"got {_type_name(overrides)}")
+            continue
+        for name in overrides:
+            if name not in STORE_KEYS:
+                hint = " (one Klaviyo account per store is not supported)" if name == "klaviyoAuthKeyVar" else ""
+                problems.append(f"{path}.{name}: unknown configuration key{hint} "
+                                f"(known: {', '.join(STORE_KEYS)})")
+        values: dict[str, str] = {}
+        for name in ("locale", "currency", "productUrlTemplate"):
+            value = overrides.get(name, "")
+            if not isinstance(value, str):
+                problems.append(f"{path}.{name}: must be a string, got {_type_name(value)}")
+                value = ""
+            values[name] = value.strip()
+        if values["locale"] and not LOCALE_PATTERN.match(values["locale"]):
+            problems.append(f"{path}.locale: '{values['locale']}' is not a locale such as en-US or de")
+        values["currency"] = values["currency"].upper()
+        if values["currency"] and not re.fullmatch(r"[A-Z]{3}", values["currency"]):
+            problems.append(f"{path}.currency: '{values['currency']}' is not an ISO 4217 code such as EUR")
+        if values["productUrlTemplate"] and "{{productSlug}}" not in values["productUrlTemplate"]:
+            problems.append(f"{path}.productUrlTemplate: must contain {{{{productSlug}}}}")
+        lists = _store_lists(overrides.get("consent", {}), f"{path}.consent", consent_fields, problems)
+        stores[key] = StoreSettings(values["locale"], values["currency"], values["productUrlTemplate"],
+                                    lists.get("email", ""), lists.get("sms", ""))
+    return stores
+
+
+def _store_lists(node: Any, path: str, consent_fields: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """`stores.<key>.consent`: {email: {listId}, sms: {listId}} → channel → list id."""
+    if not isinstance(node, dict):
+        problems.append(f"{path}: must be a mapping with email and/or sms, got {_type_name(node)}")
+        return {}
+    lists: dict[str, str] = {}
+    for channel, value in node.items():
+        if channel not in ("email", "sms"):
+            problems.append(f"{path}.{channel}: unknown configuration key (known: email, sms)")
+            continue
+        if not isinstance(value, dict) or set(value) - {"listId"}:
+            problems.append(f"{path}.{channel}: must be a mapping with only listId")
+            continue
+        list_id = value.get("listId", "")
+        if not isinstance(list_id, str) or not list_id.strip():
+            problems.append(f"{path}.{channel}.listId: must be a non-empty string (a Klaviyo list id)")
+            continue
+        if not consent_fields[channel]:
+            problems.append(f"{path}.{channel}.listId: has no effect unless customer.consent.{channel}.field is set")
+            continue
+        lists[channel] = list_id.strip()
+    return lists
 
 
 def _filter(node: dict[str, Any]) -> PropertyFilter:

@@ -52,6 +52,10 @@ class DryRunKlaviyo(httpx.BaseTransport):
         if method == "DELETE":
             self.counts[f"{path.split('/')[2]} delete"] += 1
             return httpx.Response(204)
+        if path.startswith("/api/profile-subscription-bulk-"):  # 202 without a job, as Klaviyo answers
+            self.counts[path.removeprefix("/api/").removesuffix("-jobs")] += len(
+                data["attributes"]["profiles"]["data"])
+            return httpx.Response(202)
         if path.endswith("-jobs"):
             size = self._count_job(path, data)
             if path == "/api/event-bulk-create-jobs":

@@ -29,6 +29,8 @@ LIMITS = {
     "catalog-bulk": Limit(75, 700),  # creating a catalog bulk job (75/s, 750/m)
     "catalog-job-status": Limit(75, 700),  # reading one (the same limits as creating)
     "catalog-read": Limit(350, 3500),
+    "subscription-bulk": Limit(75, 700),  # profile subscription bulk create / delete jobs (75/s, 750/m)
+    "profiles-read": Limit(75, 700),  # GET /api/profiles (75/s, 750/m)
 }
 
 

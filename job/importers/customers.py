@@ -9,6 +9,8 @@ from __future__ import annotations
 from job.importers.common import count, mapped, next_page
 from job.runner import JobContext
 from job.state import ImportRecord
+from shared.bulk import JobResult
+from shared.consent import sync_page
 from shared.mappers.customer import profile_attributes
 
 
@@ -17,8 +19,11 @@ def step(job: JobContext, record: ImportRecord) -> bool:
     rules = job.context.settings.customer.custom_fields
     with_email = [customer for customer in page if customer.get("email")]
     record.counts["skipped"] += len(page) - len(with_email)
-    profiles = [attributes for _customer, attributes in
-                mapped(record, "customer", with_email, lambda customer: profile_attributes(customer, rules))]
+    mapped_customers = mapped(record, "customer", with_email, lambda customer: profile_attributes(customer, rules))
+    profiles = [attributes for _customer, attributes in mapped_customers]
     if profiles:
         count(record, job.sender.wait([job.sender.profile_job(profiles)]))
+        # Consent after the profiles exist; a customer whose consent failed is counted failed (sent next run).
+        _sent, failures = sync_page([customer for customer, _ in mapped_customers], job.context, job.sender)
+        count(record, JobResult(failed=len(failures), errors=failures))
     return last

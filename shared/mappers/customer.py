@@ -6,6 +6,7 @@ from typing import Any
 
 from shared.config import PropertyFilter
 from shared.mappers.properties import filter_properties
+from shared.stores import PROFILE_PROPERTY, customer_store_keys
 
 
 def select_address(customer: dict[str, Any]) -> dict[str, Any] | None:
@@ -66,6 +67,9 @@ def profile_attributes(customer: dict[str, Any], custom_fields: PropertyFilter) 
     }
     attributes = {key: value for key, value in attributes.items() if value is not None}
     properties = filter_properties(((customer.get("custom") or {}).get("fields")), custom_fields)
+    stores = customer_store_keys(customer)
+    if stores:
+        properties[PROFILE_PROPERTY] = stores
     if properties:
         attributes["properties"] = properties
     return attributes

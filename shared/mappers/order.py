@@ -43,6 +43,7 @@ from shared.mappers.customer import location
 from shared.mappers.links import product_url
 from shared.mappers.localize import localized, money
 from shared.mappers.properties import filter_properties
+from shared.stores import EVENT_PROPERTY, settings_for, store_key
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ MAX_STRING_BYTES = 100_000
 MAX_PROPERTIES_BYTES = 4_500_000  # of Klaviyo's 5 MB per event, leaving room for the rest of the payload
 
 # Properties we compute: kept first when an event must be cut down to Klaviyo's limits.
-OWN_KEYS = ("OrderId", "ItemNames", "Categories", "Items", "TransactionId", "RefundedTotal",
+OWN_KEYS = ("OrderId", "Store", "ItemNames", "Categories", "Items", "TransactionId", "RefundedTotal",
             "ProductID", "SKU", "ProductName", "Quantity", "ItemPrice", "RowTotal", "ProductURL", "ImageURL")
 
 
@@ -136,7 +137,12 @@ class OrderEvents:
 
     def __init__(self, order: dict[str, Any], products: Products, settings: Settings,
                  categories: dict[str, list[str]] | None = None) -> None:
-        self.order, self.products, self.settings = order, products, settings
+        # An order of a store is named, priced and linked with that store's settings (`stores.<key>`).
+        self.store = store_key(order)
+        store_settings = settings_for(settings, self.store)
+        if store_settings.preferred_locale != settings.preferred_locale:
+            categories = None  # a shared cache holds the category names in the global locale
+        self.order, self.products, self.settings = order, products, store_settings
         self._categories = {} if categories is None else categories
         self._stripped: dict[str, Any] | None = None
         self._items: list[dict[str, Any]] | None = None
@@ -202,6 +208,8 @@ class OrderEvents:
                 "Categories": _unique(path for pid in product_ids(order) for path in self.product_categories(pid)),
                 "Items": self.items(),
             }
+            if self.store:
+                self._properties[EVENT_PROPERTY] = self.store
         return self._properties
 
     def fitted_properties(self) -> dict[str, Any]:
@@ -230,7 +238,8 @@ class OrderEvents:
         entries = self.items()
         events = []
         for index, line in enumerate(lines):
-            properties = self._fit({**stripped[index], **entries[index], "OrderId": order["id"]}, line["id"])
+            own = {"OrderId": order["id"], EVENT_PROPERTY: self.store} if self.store else {"OrderId": order["id"]}
+            properties = self._fit({**stripped[index], **entries[index], **own}, line["id"])
             total = line.get("totalPrice") or {}
             amount = {**total, "currencyCode": total.get("currencyCode") or currency}
             events.append(_event(settings.order.metrics.ordered_product, profile, properties, order["createdAt"],

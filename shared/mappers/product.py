@@ -25,6 +25,7 @@ from shared.config import Settings
 from shared.klaviyo import catalog_id
 from shared.mappers.links import product_url
 from shared.mappers.localize import localized, money
+from shared.stores import settings_for
 
 CATALOG = {"integration_type": "$custom", "catalog_type": "$default"}
 TRACKED_POLICY = 1  # Klaviyo leaves an out-of-stock variant out of feeds and blocks
@@ -243,7 +244,31 @@ def custom_metadata(product: Json, variant: Json, settings: Settings, now: datet
         metadata["price_json"] = _json(amounts)
     if currencies:
         metadata["currency_json"] = _json(currencies)
+    stores = store_metadata(product, variant, settings, now)
+    if stores:
+        metadata["stores_json"] = _json(stores)
     return metadata
+
+
+def store_metadata(product: Json, variant: Json, settings: Settings, now: datetime) -> Json:
+    """Per configured store (`stores`): the product as that store shows it, `{"de": {"title", "url", "price",
+    "currency"}}`, from the store's locale, URL template and currency (the catalog is one; a template reads
+    `stores_json` to show a store's view)."""
+    current = current_data(product)
+    result: Json = {}
+    for key in settings.stores:
+        store = settings_for(settings, key)
+        locale = store.preferred_locale
+        entry: Json = {
+            "title": localized(current.get("name"), locale) or "",
+            "url": product_url(store.product_url_template, localized(current.get("slug"), locale)),
+        }
+        price = select_price(variant.get("prices"), store.preferred_currency, now)
+        if price is not None:
+            entry["price"] = price_amount(price)
+            entry["currency"] = (price.get("value") or {}).get("currencyCode")
+        result[key] = {name: value for name, value in entry.items() if value not in (None, "")}
+    return result
 
 
 def _per_locale(name: str, value: Any) -> Json:

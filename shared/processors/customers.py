@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.consent import CONSENT_MESSAGES, sync_consent, turned_off
 from shared.mappers.customer import profile_attributes
 from shared.messages import Notification
 from shared.processors import Context, Processor, change, message
@@ -21,6 +22,7 @@ def sync_customer(customer: dict[str, Any], context: Context) -> str | None:
     if profile_id is None and context.settings.customer.deduplication:
         profile_id = klaviyo.find_profile_id(email=email)
     klaviyo.upsert_profile(profile_attributes(customer, context.settings.customer.custom_fields), profile_id)
+    sync_consent(customer, context)
     context.versions.applied(RESOURCE, customer["id"], customer.get("version"))
     return None
 
@@ -59,6 +61,23 @@ def _deleted(notification: Notification, context: Context) -> str | None:
     return None
 
 
+def _consent_accepts(notification: Notification, settings: Any) -> bool:
+    return settings.customer.consent_configured and notification.notification_type == "Message" \
+        and notification.resource_type == "customer" and notification.type in CONSENT_MESSAGES
+
+
+def _consent_changed(notification: Notification, context: Context) -> str | None:
+    """A custom field message: the current customer's consent is sent; a message saying a consent field went
+    from true to false unsubscribes even when the connector never sent that consent itself."""
+    customer = context.commercetools.find("customers", notification.resource_id)
+    if customer is None:
+        return "customer no longer exists in commercetools"
+    if not customer.get("email"):
+        return "customer has no email"
+    sync_consent(customer, context, turned_off=turned_off(notification.payload, context.settings))
+    return None
+
+
 PROCESSORS = (
     Processor("CustomerCreated", message("CustomerCreated", resource="customer"), _created),
     Processor("CustomerResourceUpdated", change("ResourceUpdated", "customer"), _current_customer),
@@ -68,6 +87,7 @@ PROCESSORS = (
     Processor("CustomerTitleSet", message("CustomerTitleSet", resource="customer"), _current_customer),
     Processor("CustomerCompanyNameSet", message("CustomerCompanyNameSet", resource="customer"),
               _current_customer),
+    Processor("CustomerConsentChanged", _consent_accepts, _consent_changed),
     Processor("CustomerDeleted", message("CustomerDeleted", resource="customer"), _deleted),
     Processor("CustomerResourceDeleted", change("ResourceDeleted", "customer"), _deleted),
 )

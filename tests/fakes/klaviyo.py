@@ -329,7 +329,8 @@ def _longest_string(value: Any) -> int:
 class FakeKlaviyo:
     """In-memory Klaviyo: profiles, events, catalog, bulk jobs and deletion requests (see the module doc).
 
-    Not modelled: events creating or updating profiles, lists, deleting an item's variants with the item, and
+    Lists exist only as the targets of profile subscription jobs (`add_list`, `consent`).
+    Not modelled: events creating or updating profiles, deleting an item's variants with the item, and
     checking that the categories an item names exist.
     """
 
@@ -355,6 +356,14 @@ class FakeKlaviyo:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.import_errors: dict[str, list[dict[str, Any]]] = {}
         self.deletions: list[dict[str, Any]] = []
+        # Lists and consent (profile subscription bulk jobs): see `add_list` and `_subscription_job`.
+        self.lists: dict[str, dict[str, Any]] = {}
+        self.subscriptions: dict[str, dict[str, dict[str, Any]]] = {}  # profile id -> channel -> marketing
+        self.subscription_jobs: list[dict[str, Any]] = []  # accepted jobs, in order (processed or not)
+        self.subscription_failures: list[dict[str, Any]] = []  # per profile, found when a job was processed
+        self.confirmations_sent: list[tuple[str, str]] = []  # (list id, email): double opt-in requests
+        self.refuse_subscriptions: set[str] = set()  # emails whose subscriptions fail when processed
+        self.subscription_requests_until_processed = 0
         self.job_polls_until_complete = 0
         self.enforce_rate_limits = False
         self.throttled = 0
@@ -422,6 +431,26 @@ class FakeKlaviyo:
             errors = list(self.errors)
         if errors:
             raise AssertionError(f"{len(errors)} invalid Klaviyo request(s):\n" + "\n".join(errors))
+
+    def add_list(self, list_id: str, *, double_optin: bool = False) -> str:
+        """Seed a list (subscription jobs name one); `double_optin`: fresh consent waits for confirmation."""
+        with self._lock:
+            self.lists[list_id] = {"double_optin": double_optin, "members": set()}
+            return list_id
+
+    def settle(self) -> None:
+        """Let time pass: every accepted subscription job is processed."""
+        with self._lock:
+            for job in self.subscription_jobs:
+                job["wait"] = 0
+            self._process_subscription_jobs()
+
+    def consent(self, email: str, channel: str = "email") -> str:
+        """The profile's marketing consent on `channel` as Klaviyo shows it (NEVER_SUBSCRIBED when unknown)."""
+        with self._lock:
+            pid = self._find_profile("email", email)
+            marketing = self.subscriptions.get(pid or "", {}).get(channel) or {}
+            return marketing.get("consent", "NEVER_SUBSCRIBED")
 
     def add_profile(self, attributes: dict[str, Any], profile_id: str | None = None) -> str:
         """Seed a profile; returns its id."""
@@ -496,6 +525,7 @@ class FakeKlaviyo:
         with self._lock:
             self.requests.append(record)
             fault = self._take_fault(method, path)
+            self._process_subscription_jobs()  # asynchronous: a job shows from a later request on
         record.injected = fault is not None
 
         violations = self._check_request(record, raw_path, not_json, parsed)
@@ -654,6 +684,10 @@ class FakeKlaviyo:
             ("POST", "/api/events", self._create_event, _FAST),
             ("POST", "/api/event-bulk-create-jobs", self._bulk_create_events, _BULK),
             ("POST", "/api/data-privacy-deletion-jobs", self._request_deletion, _PRIVACY),
+            ("POST", "/api/profile-subscription-bulk-create-jobs",
+             lambda ctx: self._subscription_job(ctx, subscribe=True), _NORMAL),
+            ("POST", "/api/profile-subscription-bulk-delete-jobs",
+             lambda ctx: self._subscription_job(ctx, subscribe=False), _NORMAL),
             ("GET", f"/api/catalog-items/{seg}/variants", self._item_variants, _FAST),
         ]
         for kind, plural in _PLURAL.items():
@@ -810,6 +844,8 @@ class FakeKlaviyo:
         attrs = {name: stored.get(name) for name in _PROFILE_RESPONSE_ATTRS}
         attrs.update(created=created, updated=updated, properties=stored.get("properties") or {},
                      location=stored.get("location"))
+        if "subscriptions" in ctx.query.get("additional-fields[profile]", "").split(","):
+            attrs["subscriptions"] = self._subscriptions_of(pid)
         return {"type": "profile", "id": pid, "attributes": self._sparse(ctx, "profile", attrs),
                 "links": {"self": f"{ctx.base_url}/api/profiles/{pid}/"}}
 
@@ -904,6 +940,119 @@ class FakeKlaviyo:
                         str(a.get(name, "")).lower() == str(identifiers[name]).lower())]:
             del self.profiles[pid]
         return 202, None
+
+    # --- consent: profile subscription bulk jobs ------------------------------------------------------------
+
+    def _subscription_job(self, ctx: _Ctx, *, subscribe: bool) -> _Reply:
+        """Validate now (as Klaviyo does before answering 202, without a job id); apply later (`handle`).
+
+        Checked: at most 1,000 profiles; the list exists; each profile names the identifier of each channel it
+        (un)subscribes (email / E.164 phone_number); `consented_at` only with `historical_import: true`, which
+        requires it, never in the future.
+        """
+        attributes = ctx.data.get("attributes") or {}
+        entries = (attributes.get("profiles") or {}).get("data") or []
+        base = "/data/attributes/profiles/data"
+        if not entries:
+            raise _invalid("At least one profile is required.", base)
+        if len(entries) > 1000:
+            raise _invalid(f"{len(entries)} profiles, more than the allowed 1,000.", base)
+        list_id = ((((ctx.data.get("relationships") or {}).get("list") or {}).get("data")) or {}).get("id")
+        if list_id is not None and list_id not in self.lists:
+            raise _Fail(404, f"A list with id {list_id!r} does not exist.", pointer="/data/relationships/list")
+        historical = attributes.get("historical_import") is True
+        now = datetime.now(UTC)
+        for i, entry in enumerate(entries):
+            attrs = entry.get("attributes") or {}
+            for channel, settings in (attrs.get("subscriptions") or {}).items():
+                pointer = f"{base}/{i}/attributes/subscriptions/{channel}/marketing"
+                identifier = "email" if channel == "email" else "phone_number"
+                if not subscribe and not (attrs.get("email") or attrs.get("phone_number")):
+                    raise _invalid("Either email or phone_number is required.", f"{base}/{i}/attributes")
+                if subscribe and channel in ("email", "sms") and not attrs.get(identifier):
+                    raise _invalid(f"A {channel} subscription needs the profile's {identifier}.",
+                                   f"{base}/{i}/attributes/{identifier}")
+                phone = str(attrs.get("phone_number") or "")
+                if channel == "sms" and phone and not re.fullmatch(r"\+[1-9][0-9]{6,14}", phone):
+                    raise _invalid("Invalid phone number format (E.164 expected).",
+                                   f"{base}/{i}/attributes/phone_number")
+                if not subscribe:
+                    continue
+                when = (settings.get("marketing") or {}).get("consented_at")
+                if historical and not when:
+                    raise _invalid("consented_at is required when historical_import is true.", pointer)
+                if when and not historical:
+                    raise _invalid("consented_at can only be set when historical_import is true.", pointer)
+                if when:
+                    try:
+                        moment = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+                    except ValueError:
+                        raise _invalid("consented_at is not a date-time.", pointer) from None
+                    if moment.tzinfo is None:
+                        moment = moment.replace(tzinfo=UTC)
+                    if moment > now + timedelta(seconds=1):
+                        raise _invalid("consented_at must be in the past.", pointer)
+        self.subscription_jobs.append({"subscribe": subscribe, "list": list_id, "historical": historical,
+                                       "profiles": entries, "processed": False,
+                                       "wait": self.subscription_requests_until_processed})
+        return 202, None
+
+    def _process_subscription_jobs(self) -> None:
+        for job in self.subscription_jobs:
+            if job["processed"]:
+                continue
+            if job["wait"] > 0:
+                job["wait"] -= 1
+                continue
+            job["processed"] = True
+            for entry in job["profiles"]:
+                self._apply_subscription(job, entry.get("attributes") or {})
+
+    def _apply_subscription(self, job: dict[str, Any], attrs: dict[str, Any]) -> None:
+        email = attrs.get("email")
+        if email and str(email).lower() in self.refuse_subscriptions:
+            self.subscription_failures.append({"list": job["list"], "email": email,
+                                               "reason": "refused by the fake"})
+            return
+        pid = self._find_profile("email", email) or self._find_profile("phone_number", attrs.get("phone_number"))
+        if pid is None:
+            if not job["subscribe"]:
+                return
+            pid = new_id()
+            self.profiles[pid] = {}
+            self._stamp("profile", pid, created=True)
+        if attrs.get("phone_number") and not self.profiles[pid].get("phone_number"):
+            self.profiles[pid]["phone_number"] = attrs["phone_number"]
+        if email and not self.profiles[pid].get("email"):
+            self.profiles[pid]["email"] = email
+        listed = self.lists.get(job["list"]) if job["list"] else None
+        for channel, settings in (attrs.get("subscriptions") or {}).items():
+            marketing = settings.get("marketing") or {}
+            current = self.subscriptions.setdefault(pid, {}).setdefault(channel, {})
+            if not job["subscribe"]:
+                current.update(consent="UNSUBSCRIBED", consent_timestamp=_now(), method="API")
+                if listed:
+                    listed["members"].discard(pid)
+                continue
+            if listed and listed["double_optin"] and not job["historical"] and channel == "email" \
+                    and current.get("consent") != "SUBSCRIBED":
+                self.confirmations_sent.append((job["list"], email))
+                continue  # subscribed once the person confirms
+            current.update(consent="SUBSCRIBED", consent_timestamp=marketing.get("consented_at") or _now(),
+                           method="API", historical_import=job["historical"])
+            if listed:
+                listed["members"].add(pid)
+
+    def _subscriptions_of(self, pid: str) -> dict[str, Any]:
+        stored = self.subscriptions.get(pid, {})
+        result: dict[str, Any] = {}
+        for channel, flag in (("email", "can_receive_email_marketing"), ("sms", "can_receive_sms_marketing")):
+            marketing = stored.get(channel) or {}
+            consent = marketing.get("consent", "NEVER_SUBSCRIBED")
+            result[channel] = {"marketing": {flag: consent == "SUBSCRIBED", "consent": consent,
+                                             "consent_timestamp": marketing.get("consent_timestamp"),
+                                             "method": marketing.get("method")}}
+        return result
 
     # --- events ---------------------------------------------------------------------------------------------
 
