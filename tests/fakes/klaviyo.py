@@ -448,6 +448,12 @@ class FakeKlaviyo:
                 kept.append(event)
             return kept
 
+    def flow_triggers(self) -> list[dict[str, Any]]:
+        """The recorded events that would have triggered flows: Klaviyo records an event sent with
+        `backfill: true` (in the timeline and in metrics) but triggers no flow with it; a repeated event
+        (same profile, metric and unique_id) is not recorded, so it triggers nothing either."""
+        return [event for event in self.recorded_events() if event.get("backfill") is not True]
+
     @staticmethod
     def _event_key(event: dict[str, Any]) -> tuple[Any, ...] | None:
         metric = (((event.get("metric") or {}).get("data") or {}).get("attributes") or {}).get("name")
