@@ -117,7 +117,8 @@ class Erasures:
         existing = commercetools.get_custom_object(CONTAINER, key)
         old = existing["value"] if existing else {}
         value = {"customerId": customer_id, "erasedAt": old.get("erasedAt") or _now()}
-        email_hash = self.email_hash(commercetools, email) if email else old.get("emailHash")
+        # a redelivery (or the other deletion notification) may find the profile gone: the first hash stays
+        email_hash = old.get("emailHash") or (self.email_hash(commercetools, email) if email else None)
         if email_hash:
             value["emailHash"] = email_hash
         commercetools.put_custom_object(CONTAINER, key, value)

@@ -329,6 +329,9 @@ def _longest_string(value: Any) -> int:
 class FakeKlaviyo:
     """In-memory Klaviyo: profiles, events, catalog, bulk jobs and deletion requests (see the module doc).
 
+    Flows: an event sent with `backfill: true` is recorded but triggers no flow; `flow_triggers()` lists the
+    recorded events that would have triggered flows.
+
     Not modelled: events creating or updating profiles, lists, deleting an item's variants with the item, and
     checking that the categories an item names exist.
     """
