@@ -8,8 +8,9 @@ commercetools (tests/fakes/commercetools.py behind its stdlib server) and Klaviy
 a stdlib threading HTTP/1.1 server, OpenAPI validation off). N Pub/Sub deliveries, a realistic mix built from
 demo/sample.py, are posted with the given concurrency:
 
-- CustomerCreated (a new customer with an address and phone): 1 Klaviyo lookup + 1 profile import;
-- OrderCreated with 3 lines: 1 commercetools products query + 4 Klaviyo events;
+- CustomerCreated (a new customer with an address and phone): 1 commercetools read (the current customer: writes
+  never trust a message's copy) + 1 Klaviyo lookup + 1 profile import;
+- OrderCreated with 3 lines: 1 commercetools erasure-record read + 1 products query + 4 Klaviyo events;
 - ProductPublished with 3 variants: 1 commercetools read + item upsert, variant listing, 3 variant upserts;
 - inventory entry ResourceUpdated: 1 commercetools read + 1 Klaviyo variant update.
 
@@ -147,6 +148,7 @@ def workload(ct: FakeCommercetools, n: int) -> tuple[list[tuple[str, bytes]], li
     customers = sample.customers(3 + per_kind)[3:]
     for index, customer in enumerate(customers):
         customer["addresses"][0]["mobile"] = f"+4477009{index:05d}"
+        ct.add("customers", customer)
     orders = list(sample.orders(10 + per_kind, lines=3, n_customers=3 + per_kind))[10:]
     products = [p for p in sample.products() if len(sample_variants(p)) == 3]
     entries = list(ct.store["inventory"].values())

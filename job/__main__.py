@@ -9,6 +9,8 @@
     python -m job dead-letters list [--since ISO]         deliveries that failed for good
     python -m job dead-letters replay (--id KEY ... | --all)   process them again
     python -m job dead-letters purge --before ISO          delete old records
+    python -m job erasures list                           customers erased (ids and hashes, never emails)
+    python -m job erasures remove --id CUSTOMER_ID ...    forget erasure records (their data may come back)
 """
 
 from __future__ import annotations
@@ -92,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every record")
     purge = actions.add_parser("purge", help="delete records last seen before a date")
     purge.add_argument("--before", required=True, help="ISO date-time, e.g. 2026-11-01T00:00:00Z")
+    erasures = commands.add_parser("erasures", help="records of erased customers (nothing is sent about them)")
+    erasure_actions = erasures.add_subparsers(dest="action", required=True)
+    erasure_actions.add_parser("list", help="a table of the records")
+    forget = erasure_actions.add_parser("remove", help="delete records: later data about them is sent again")
+    forget.add_argument("--id", nargs="+", dest="ids", required=True, metavar="KEY",
+                        help="the records' keys (the customer ids)")
     return parser
 
 
@@ -201,8 +209,32 @@ def _dead_letters(service: Any, _settings: Settings, args: argparse.Namespace) -
     return 0 if done == len(results) else 1
 
 
+def _erasures(service: Any, _settings: Settings, args: argparse.Namespace) -> int:
+    from shared import erasures
+
+    commercetools = service.context.commercetools
+    if args.action == "list":
+        entries = erasures.entries(commercetools)
+        if not entries:
+            print("no erasure records")
+            return 0
+        print(f"{'key':<38}{'erased at':<22}email hash (HMAC-SHA256)")
+        for e in entries:
+            print(f"{e['key'][:37]:<38}{e.get('erasedAt', ''):<22}{e.get('emailHash') or '-'}")
+        print(f"{len(entries)} erasure records")
+        return 0
+    missing = [key for key in args.ids if not erasures.remove(commercetools, key)]
+    for key in args.ids:
+        if key not in missing:
+            print(f"{key}: removed")
+    if missing:
+        print(f"error: no erasure record with key {', '.join(missing)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 _COMMANDS = {"request": _request, "sync": _sync, "run": _run, "status": _status, "stop": _stop,
-             "dead-letters": _dead_letters}
+             "dead-letters": _dead_letters, "erasures": _erasures}
 
 if __name__ == "__main__":
     sys.exit(main())

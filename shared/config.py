@@ -25,10 +25,10 @@ DEFAULT_KLAVIYO_API_URL = "https://a.klaviyo.com"
 KLAVIYO_REVISION = "2026-07-15"
 LOCALE_PATTERN = re.compile(r"^[A-Za-z]{2,4}([_-][A-Za-z]{4})?([_-]([A-Za-z]{2}|[0-9]{3}))?$")
 APP_TYPES = ("EVENT", "BULK_IMPORT")
-NON_NEGATIVE_INTEGERS = ("event.backfillAfterHours",)
 STORE_KEY = re.compile(r"[A-Za-z0-9_-]{2,256}")  # what commercetools allows as a Store key
 STORE_KEYS = ("locale", "currency", "productUrlTemplate", "consent")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ZERO_ALLOWED = frozenset({"event.backfillAfterHours"})  # numeric keys where 0 means "off"
 
 # Names accepted in `disabledEvents`: one per realtime processor (the reference's names, plus ours).
 PROCESSOR_NAMES = (
@@ -178,9 +178,9 @@ class Settings:
     product: ProductSettings
     event_time_budget: float
     job: JobSettings
+    backfill_after_hours: float = 24.0  # realtime events older than this are history (0: never by age)
     dry_run: bool = False
     stores: Mapping[str, StoreSettings] = field(default_factory=dict)
-    backfill_after_hours: int = 24
     retry_dead_letters: bool = False
     dry_run_file: str = "out/klaviyo-dry-run.jsonl"
     bulk_api_token: str = field(default="", repr=False)
@@ -286,9 +286,6 @@ def _check_types(overrides: dict[str, Any], defaults: dict[str, Any], source: st
             if not isinstance(value, dict):
                 problems.append(f"{path}: must be a mapping of store keys to overrides (in {source}), "
                                 f"got {_type_name(value)}")
-        elif path in NON_NEGATIVE_INTEGERS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                problems.append(f"{path}: must be a whole number, 0 or more (in {source}), got {value!r}")
         elif isinstance(expected, dict) and expected:
             if not isinstance(value, dict):
                 problems.append(f"{path}: must be a mapping (in {source}), got {_type_name(value)}")
@@ -306,7 +303,12 @@ def _check_types(overrides: dict[str, Any], defaults: dict[str, Any], source: st
             if not isinstance(value, bool):
                 problems.append(f"{path}: must be true or false (in {source}), got {_type_name(value)}")
         elif isinstance(expected, int | float):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if path in ZERO_ALLOWED:
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    shown = value if isinstance(value, int | float) and not isinstance(value, bool) else \
+                        _type_name(value)
+                    problems.append(f"{path}: must be a number, 0 or more (in {source}), got {shown}")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 problems.append(f"{path}: must be a positive number (in {source}), got {_type_name(value)}")
         elif isinstance(expected, str) and not isinstance(value, str):
             problems.append(f"{path}: must be a string (in {source}), got {_type_name(value)}")
@@ -410,11 +412,11 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
             inventory_channel=product["inventory"]["useChannelInventory"],
         ),
         event_time_budget=float(tree["event"]["timeBudgetSeconds"]),
+        backfill_after_hours=float(tree["event"]["backfillAfterHours"]),
         job=JobSettings(time_budget_seconds=float(tree["job"]["timeBudgetMinutes"]) * 60, page_size=page_size,
                         lease_seconds=float(tree["job"]["leaseSeconds"])),
         dry_run=dry_run,
         stores=stores,
-        backfill_after_hours=tree["event"]["backfillAfterHours"],
         retry_dead_letters=tree["deadLetters"]["retryOnSchedule"],
         dry_run_file=tree["dryRun"]["file"],
         bulk_api_token=env.get("BULK_API_TOKEN", "").strip(),

@@ -26,9 +26,10 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.backfill import is_old
 from shared.commercetools import Commercetools, literal
 from shared.config import Settings
 from shared.errors import ApiError, Conflict, TransientError
@@ -76,12 +77,6 @@ def turned_off(message: dict[str, Any], settings: Settings) -> list[str]:
         return []
     fields = {"email": settings.customer.consent_email.field, "sms": settings.customer.consent_sms.field}
     return [channel for channel, name in fields.items() if name and name == message.get("name")]
-
-
-def is_history(modified_at: str | None, hours: int, now: datetime) -> bool:
-    """Whether a change made at `modified_at` is history: older than `hours` (0: never)."""
-    instant = _instant(modified_at)
-    return bool(hours) and instant is not None and now - instant > timedelta(hours=hours)
 
 
 def consented_at(customer: dict[str, Any], now: datetime) -> str:
@@ -237,7 +232,7 @@ def sync_consent(customer: dict[str, Any], context: Context, *, turned_off: Iter
         return
     now = now or datetime.now(UTC)
     stored = context.commercetools.get_custom_object(CONTAINER, customer["id"])
-    historical = is_history(customer.get("lastModifiedAt"), settings.backfill_after_hours, now)
+    historical = is_old(customer.get("lastModifiedAt"), settings.backfill_after_hours, now)
     result = plan(customer, settings, (stored or {}).get("value"), historical=historical, now=now,
                   turned_off=turned_off)
     for note in result.notes:

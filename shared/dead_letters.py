@@ -8,28 +8,21 @@ failure updates it.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 from shared import metrics
 from shared.commercetools import Commercetools
+from shared.dead_letter_store import CONTAINER, key_for
 from shared.deadline import time_budget
 from shared.dispatch import dispatch
 from shared.errors import ApiError, ConnectorError, PermanentError
 from shared.messages import parse_notification
 from shared.processors import Context
 
-CONTAINER = "klaviyo-connector-dead-letters"
+__all__ = ["CONTAINER", "entries", "key_for", "purge", "record", "replay"]
+
 _MAX_MESSAGE_BYTES = 200_000  # custom object values are limited in size; larger messages keep only references
-
-
-def key_for(message_id: str) -> str:
-    """Custom object keys allow `[-_~.a-zA-Z0-9]`; other ids are hashed."""
-    if re.fullmatch(r"[-_~.a-zA-Z0-9]{1,256}", message_id):
-        return message_id
-    return "sha256-" + hashlib.sha256(message_id.encode()).hexdigest()
 
 
 def record(commercetools: Commercetools, *, message_id: str, reason: str, processors: list[str],

@@ -101,6 +101,18 @@ class Klaviyo:
             return self.find_profile_id(email=value.lower())
         return None
 
+    def find_profile(self, *, external_id: str) -> dict[str, Any] | None:
+        """`{"id", "email"}` of the profile with this external id (the email: for an erasure record's hash)."""
+        page = self.request("GET", "/api/profiles", params={
+            "filter": f"equals(external_id,{_filter_value(external_id)})",
+            "fields[profile]": "external_id,email",
+        })
+        for profile in page.get("data", []):
+            attributes = profile.get("attributes") or {}
+            if attributes.get("external_id") == external_id:
+                return {"id": profile["id"], "email": attributes.get("email")}
+        return None
+
     def upsert_profile(self, attributes: dict[str, Any], profile_id: str | None = None) -> str:
         """Create or update a profile (`POST /api/profile-import`); returns its id.
 

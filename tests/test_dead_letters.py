@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from job.app import create_app as create_job_app
@@ -24,6 +25,12 @@ INVALID = {"errors": [{"id": "e1", "status": 400, "code": "invalid", "title": "I
 DUPLICATE = {"errors": [{"id": "e2", "status": 409, "code": "duplicate_profile", "title": "Conflict.",
                          "detail": "A profile already exists with one of these identifiers.",
                          "meta": {"duplicate_profile_id": "01KPROFILE"}}]}
+
+
+@pytest.fixture(autouse=True)
+def customer_in_commercetools(ct: FakeCommercetools) -> None:
+    """The customer the messages are about exists: customer writes are based on the current customer."""
+    ct.add("customers", fixture("customer"))
 
 
 def records(ct: FakeCommercetools) -> dict[str, dict[str, Any]]:

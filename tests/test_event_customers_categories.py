@@ -48,7 +48,9 @@ def seed_categories(ct: FakeCommercetools) -> None:
 # --- customers ------------------------------------------------------------------------------------------------
 
 
-def test_customer_created_creates_the_profile(event_app: TestClient, klaviyo: FakeKlaviyo) -> None:
+def test_customer_created_creates_the_profile(event_app: TestClient, ct: FakeCommercetools,
+                                             klaviyo: FakeKlaviyo) -> None:
+    ct.add("customers", fixture("customer"))  # the write is based on the customer as commercetools has it now
     notification = message("customer", CUSTOMER_ID, "CustomerCreated", customer=fixture("customer"))
     assert post(event_app, notification) == 204
     lookup = [r for r in klaviyo.requests if r.method == "GET"]
@@ -83,10 +85,11 @@ def test_existing_profile_is_updated_by_its_id(event_app: TestClient, ct: FakeCo
 
 
 def test_deduplication_matches_the_email_case_insensitively(
-        configure: Callable[..., Settings], klaviyo: FakeKlaviyo) -> None:
+        configure: Callable[..., Settings], ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
     profile_id = klaviyo.add_profile({"email": "Roberto.Smith@Example.com"})
     customer = fixture("customer")
     customer["email"] = "Roberto.Smith@Example.com"
+    ct.add("customers", customer)
     with TestClient(create_app(configure({"customer": {"deduplication": {"enabled": True}}}))) as app:
         assert post(app, message("customer", CUSTOMER_ID, "CustomerCreated", customer=customer)) == 204
     lookups = [r.query["filter"] for r in klaviyo.requests if r.method == "GET"]
@@ -114,9 +117,11 @@ def test_customer_field_messages_sync_the_current_customer(
                                 {"data": {"type": "profile", "attributes": EXPECTED_PROFILE}})]
 
 
-def test_customer_without_email_is_ignored(event_app: TestClient, klaviyo: FakeKlaviyo) -> None:
+def test_customer_without_email_is_ignored(event_app: TestClient, ct: FakeCommercetools,
+                                          klaviyo: FakeKlaviyo) -> None:
     customer = fixture("customer")
     del customer["email"]
+    ct.add("customers", customer)
     response = event_app.post("/", json=pubsub(message("customer", CUSTOMER_ID, "CustomerCreated",
                                                        customer=customer)))
     assert response.status_code == 204
@@ -230,9 +235,11 @@ def test_notifications_no_processor_handles_are_acknowledged(event_app: TestClie
     assert klaviyo.requests == []
 
 
-def test_bare_notification_and_sns_envelope_are_accepted(event_app: TestClient, klaviyo: FakeKlaviyo) -> None:
+def test_bare_notification_and_sns_envelope_are_accepted(event_app: TestClient, ct: FakeCommercetools,
+                                                         klaviyo: FakeKlaviyo) -> None:
     import json
 
+    ct.add("customers", fixture("customer"))
     notification = message("customer", CUSTOMER_ID, "CustomerCreated", customer=fixture("customer"))
     assert event_app.post("/", json=notification).status_code == 204
     sns = {"Type": "Notification", "MessageId": "sns-1", "TopicArn": "arn:aws:sns:eu-central-1:1:t",

@@ -23,6 +23,12 @@ CUSTOMER_ID = "e54d8233-be41-4ce1-ae2b-3b5e1e1d8a01"
 IMPORT = r"^/api/profile-import$"
 
 
+@pytest.fixture(autouse=True)
+def customer_in_commercetools(ct: FakeCommercetools) -> None:
+    """The customer the messages are about exists: customer writes are based on the current customer."""
+    ct.add("customers", fixture("customer"))
+
+
 def created() -> dict[str, Any]:
     return message("customer", CUSTOMER_ID, "CustomerCreated", customer=fixture("customer"))
 

@@ -55,6 +55,14 @@ ITEMS = [
 LOCATION = {"address1": "Hinterhaus, 12, Torstraße", "address2": "2. Hof", "city": "Berlin", "country": "DE",
             "region": "Berlin", "zip": "10119"}
 PROFILE = {"data": {"type": "profile", "attributes": {"email": EMAIL, "external_id": CUSTOMER_ID}}}
+ERASURE_READ = ("GET", f"/test-project/custom-objects/klaviyo-connector-erasures/{CUSTOMER_ID}")
+
+
+@pytest.fixture
+def settings(configure: Callable[..., Settings]) -> Settings:
+    """The fixtures' orders are of November 2026, older than `event.backfillAfterHours` when the tests run: the
+    age rule is off here, so that these events are fresh (tests/test_history.py covers the rule)."""
+    return configure({"event": {"backfillAfterHours": 0}})
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
@@ -176,14 +184,17 @@ def test_order_with_three_lines_and_a_custom_line_item(event_app: TestClient, ct
     order = fixture("order_placed")
     assert post(event_app, message("order", ORDER_ID, message_type, order=order)) == 204
 
-    # The order came with the message: the only read is the products of all lines, in one query.
-    assert [(m, p) for m, p, _ in api_requests(ct)] == [("GET", "/test-project/products")]
+    # The order came with the message: the reads are the customer's erasure record, then the products of all
+    # lines, in one query.
+    assert [(m, p) for m, p, _ in api_requests(ct)] == [ERASURE_READ, ("GET", "/test-project/products")]
     assert product_queries(ct) == [("/test-project/products", {
         "where": [f'id in ("{JEANS_ID}", "{SHIRT_ID}")'], "expand": PRODUCT_EXPAND})]
+    expected = placed_order_events(order)
+    if message_type == "OrderImported":  # history: no flow fires, and the profile gets no old address
+        expected = [{**event, "profile": PROFILE, "backfill": True} for event in expected]
     # Exactly these requests, in this order: Placed Order first, then the lines.
     assert [(r.method, r.path, r.body) for r in klaviyo.requests] == [
-        ("POST", EVENTS_PATH, {"data": {"type": "event", "attributes": event}})
-        for event in placed_order_events(order)]
+        ("POST", EVENTS_PATH, {"data": {"type": "event", "attributes": event}}) for event in expected]
     assert keys(klaviyo.recorded_events()) == [("Placed Order", ORDER_ID), *(("Ordered Product", i) for i in LINE_IDS)]
 
 
@@ -195,7 +206,7 @@ def test_payload_not_included_fetches_the_order(event_app: TestClient, ct: FakeC
                            payloadNotIncluded={"reason": "Payload too large", "payloadType": "OrderCreated"})
     assert post(event_app, notification) == 204
     assert [(m, p) for m, p, _ in api_requests(ct)] == [
-        ("GET", f"/test-project/orders/{ORDER_ID}"), ("GET", "/test-project/products")]
+        ("GET", f"/test-project/orders/{ORDER_ID}"), ERASURE_READ, ("GET", "/test-project/products")]
     assert sent(klaviyo) == placed_order_events(fixture("order_placed"))
 
 
@@ -207,7 +218,7 @@ def test_order_customer_set_fetches_the_order(event_app: TestClient, ct: FakeCom
                            customer={"typeId": "customer", "id": CUSTOMER_ID})
     assert post(event_app, notification) == 204
     assert [(m, p) for m, p, _ in api_requests(ct)] == [
-        ("GET", f"/test-project/orders/{ORDER_ID}"), ("GET", "/test-project/products")]
+        ("GET", f"/test-project/orders/{ORDER_ID}"), ERASURE_READ, ("GET", "/test-project/products")]
     assert sent(klaviyo) == placed_order_events(fixture("order_placed"))
 
 
@@ -367,7 +378,7 @@ def test_confirmed_then_complete_is_one_fulfilled_order_and_a_later_cancel_count
         assert (properties["OrderId"], properties["Items"], properties["Categories"]) == (ORDER_ID, ITEMS, CATEGORIES)
     assert cancelled["properties"]["orderState"] == "Cancelled"  # the order as read when the state changed
     assert [(m, p) for m, p, _ in api_requests(ct)] == [
-        ("GET", f"/test-project/orders/{ORDER_ID}"), ("GET", "/test-project/products")] * 3
+        ("GET", f"/test-project/orders/{ORDER_ID}"), ERASURE_READ, ("GET", "/test-project/products")] * 3
 
 
 def test_state_change_to_an_unreported_state_sends_nothing(event_app: TestClient, ct: FakeCommercetools,

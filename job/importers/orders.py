@@ -2,6 +2,12 @@
 
 The events are the realtime path's, built by the same mappers with the same unique_ids, so a re-run or an
 overlap with realtime records each once. The products of a whole page are read together, not per order.
+
+Everything a bulk import sends is history (`shared.backfill`): every event carries `backfill: true` (recorded,
+no flow fires) and a profile with the identifiers only, so that an old billing address never replaces the
+location Klaviyo has now (a registered customer's comes from the customer, by the customers import and in real
+time; a new order in real time still brings its own). Orders of erased customers (`shared.erasures`, looked up
+in batches per page) are skipped and counted (`erased`).
 """
 
 from __future__ import annotations
@@ -15,28 +21,35 @@ from shared.config import Settings
 from shared.mappers.order import OrderEvents, Products, order_profile, product_ids, state_metric
 from shared.processors.orders import fetch_products
 
+Fetched = tuple[list[dict[str, Any]], Products, set[str]]
 
-def fetch(job: JobContext, record: ImportRecord) -> tuple[tuple[list[dict[str, Any]], Products], bool]:
-    """The page after the checkpoint with its orders' products (one query per 100 of them), and whether it is
-    the last page."""
+
+def fetch(job: JobContext, record: ImportRecord) -> tuple[Fetched, bool]:
+    """The page after the checkpoint with its orders' products (one query per 100 of them) and the ids of its
+    orders whose customer was erased, and whether it is the last page."""
     page, last = next_page(job, record, "orders", expand=["paymentInfo.payments[*]"])
-    ids = (i for order in page if order_profile(order) is not None for i in product_ids(order))
-    return (page, fetch_products(job.context.commercetools, ids)), last
+    commercetools = job.context.commercetools
+    known = [order for order in page if order_profile(order) is not None]
+    erased = job.context.erasures.erased_orders(commercetools, known) if known else set()
+    ids = (i for order in known if order["id"] not in erased for i in product_ids(order))
+    return (page, fetch_products(commercetools, ids), erased), last
 
 
-def build(job: JobContext, record: ImportRecord, fetched: tuple[list[dict[str, Any]], Products],
-          ) -> tuple[list[dict[str, Any]], list[int]]:
+def build(job: JobContext, record: ImportRecord, fetched: Fetched) -> tuple[list[dict[str, Any]], list[int]]:
     """The page's events (the runner sends them), and a bound of the size of each: the batches of 1,000 are
     cut by size without measuring the events again."""
-    page, products = fetched
+    page, products, erased = fetched
     known = [order for order in page if order_profile(order) is not None]
-    record.counts["skipped"] += len(page) - len(known)
+    wanted = [order for order in known if order["id"] not in erased]
+    record.counts["skipped"] += len(page) - len(wanted)
+    if erased:
+        record.counts["erased"] = record.counts.get("erased", 0) + len(known) - len(wanted)
     settings = job.context.settings
     categories: dict[str, list[str]] = {}  # the products' categories, worked out once for the page
     events: list[dict[str, Any]] = []
     sizes: list[int] = []
     for _order, (order_events_, order_sizes) in mapped(
-            record, "order", known, lambda order: sized_order_events(order, products, settings, categories)):
+            record, "order", wanted, lambda order: sized_order_events(order, products, settings, categories)):
         events += order_events_
         sizes += order_sizes
     return events, sizes
@@ -52,7 +65,7 @@ def order_events(order: dict[str, Any], products: dict[str, dict[str, Any]], set
 
 def sized_order_events(order: dict[str, Any], products: dict[str, dict[str, Any]], settings: Settings,
                        categories: dict[str, list[str]] | None = None) -> tuple[list[dict], list[int]]:
-    """`order_events` and a bound of each one's size as JSON."""
+    """`order_events` (history: `backfill`, identifiers-only profiles) and a bound of each one's size as JSON."""
     mapping = OrderEvents(order, products, settings, categories)  # what the events share is computed once
     events = mapping.placed_order_events()
     metric = state_metric(order.get("orderState"), settings)
@@ -64,4 +77,9 @@ def sized_order_events(order: dict[str, Any], products: dict[str, dict[str, Any]
         for transaction in (payment.get("obj") or {}).get("transactions") or []:
             if transaction.get("type") == "Refund" and transaction.get("state") in valid:
                 events.append(mapping.refunded_order(transaction))
+    if events:
+        profile = mapping.profile()  # identifiers only (Placed Order's alone had the billing location)
+        for event in events:
+            event["profile"] = profile
+            event["backfill"] = True
     return events, [mapping.size(event) for event in events]

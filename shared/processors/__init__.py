@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from shared.commercetools import Commercetools
 from shared.config import Settings
+from shared.erasures import Erasures
 from shared.klaviyo import Klaviyo
 from shared.messages import Notification
 from shared.versions import VersionGuard
@@ -22,6 +23,7 @@ class Context:
     commercetools: Commercetools
     klaviyo: Klaviyo
     versions: VersionGuard = field(default_factory=VersionGuard)  # the last version applied per resource
+    erasures: Erasures = field(default_factory=Erasures)  # the erasure key, erased customers seen lately
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,17 @@
-"""Customer messages and changes → Klaviyo profiles."""
+"""Customer messages and changes → Klaviyo profiles.
+
+Every write is based on the customer as commercetools has it now, read again: never on the copy a message
+carries. Deliveries come at least once and in any order, on any instance, after any restart; a late or
+redelivered `CustomerCreated` then writes the current data (not the data as created), and one that arrives after
+the deletion finds no customer and does nothing (customer ids are never reused, so a customer that exists was
+never erased; the erasure record, `shared.erasures`, guards the orders and everything else).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from shared.commercetools import literal
 from shared.consent import CONSENT_MESSAGES, sync_consent, turned_off
 from shared.mappers.customer import profile_attributes
 from shared.messages import Notification
@@ -23,7 +31,6 @@ def sync_customer(customer: dict[str, Any], context: Context) -> str | None:
         profile_id = klaviyo.find_profile_id(email=email)
     klaviyo.upsert_profile(profile_attributes(customer, context.settings.customer.custom_fields), profile_id)
     sync_consent(customer, context)
-    context.versions.applied(RESOURCE, customer["id"], customer.get("version"))
     return None
 
 
@@ -35,29 +42,25 @@ def _current_customer(notification: Notification, context: Context) -> str | Non
     return sync_customer(customer, context)
 
 
-def _created(notification: Notification, context: Context) -> str | None:
-    """The message's copy of the customer, unless a newer version was applied since (a late or redelivered
-    CustomerCreated would bring back the data as created): then the current customer, re-read."""
-    customer = notification.payload.get("customer")
-    if notification.payload_included and isinstance(customer, dict) and customer.get("id") \
-            and not context.versions.is_stale(RESOURCE, customer["id"], customer.get("version")):
-        return sync_customer(customer, context)
-    return _current_customer(notification, context)
-
-
 def _address_changed(notification: Notification, settings: Any) -> bool:
     return notification.notification_type == "Message" and notification.resource_type == "customer" \
         and notification.type in settings.customer.address_messages
 
 
 def _deleted(notification: Notification, context: Context) -> str | None:
-    """The customer is gone from commercetools: ask Klaviyo to delete the profile (data privacy deletion)."""
+    """The customer is gone from commercetools: keep an erasure record (so that nothing brings the profile back),
+    remove the dead letters holding their data, and ask Klaviyo to delete the profile (data privacy deletion).
+
+    The email for the record's hash is the Klaviyo profile's, else the one on the customer's latest order."""
     if not context.settings.customer.deletion:
         return "customer deletion is switched off (customer.deletion.enabled)"
-    profile_id = context.klaviyo.find_profile_id(external_id=notification.resource_id)
-    if profile_id is None:
-        return "no Klaviyo profile for this customer"
-    context.klaviyo.request_profile_deletion(profile_id)
+    customer_id = notification.resource_id
+    profile = context.klaviyo.find_profile(external_id=customer_id)
+    email = (profile or {}).get("email") or _last_order_email(context, customer_id)
+    context.erasures.record(context.commercetools, customer_id, email)
+    if profile is None:
+        return "no Klaviyo profile for this customer (erasure record kept)"
+    context.klaviyo.request_profile_deletion(profile["id"])
     return None
 
 
@@ -78,8 +81,14 @@ def _consent_changed(notification: Notification, context: Context) -> str | None
     return None
 
 
+def _last_order_email(context: Context, customer_id: str) -> str | None:
+    orders = context.commercetools.query("orders", where=[f"customerId = {literal(customer_id)}"],
+                                         sort=["createdAt desc"], limit=1)
+    return orders[0].get("customerEmail") if orders else None
+
+
 PROCESSORS = (
-    Processor("CustomerCreated", message("CustomerCreated", resource="customer"), _created),
+    Processor("CustomerCreated", message("CustomerCreated", resource="customer"), _current_customer),
     Processor("CustomerResourceUpdated", change("ResourceUpdated", "customer"), _current_customer),
     Processor("CustomerAddressUpdate", _address_changed, _current_customer),
     Processor("CustomerFirstNameSet", message("CustomerFirstNameSet", resource="customer"), _current_customer),

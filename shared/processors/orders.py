@@ -12,9 +12,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from shared.backfill import IMPORTED_MESSAGES, mark_history
 from shared.bulk import event_batches, events_job_body
 from shared.commercetools import Commercetools, literal
 from shared.config import Settings
+from shared.erasures import REASON as ERASED
 from shared.mappers.order import (
     order_profile,
     order_state_event,
@@ -71,6 +73,21 @@ def send(context: Context, events: Iterable[dict[str, Any]]) -> None:
         context.klaviyo.request("POST", "/api/event-bulk-create-jobs", body=events_job_body(batch))
 
 
+def _send(context: Context, notification: Notification, events: Iterable[dict[str, Any]]) -> None:
+    """`send`, history marked as such (`shared.backfill`): events of an imported order, and events older than
+    `event.backfillAfterHours` (a late delivery, a dead-letter replay), fire no flow."""
+    send(context, mark_history(events, imported=notification.type in IMPORTED_MESSAGES,
+                               hours=context.settings.backfill_after_hours))
+
+
+def _erased(context: Context, order: dict[str, Any]) -> bool:
+    """The order's customer (or, for a guest order, its email) was erased: nothing is sent about them."""
+    if context.erasures.order_erased(context.commercetools, order):
+        log.info("order %s: its customer was erased; no Klaviyo event", order.get("id"))
+        return True
+    return False
+
+
 def _no_identity(order: dict[str, Any]) -> str:
     log.info("order %s has neither customerEmail nor customerId: no Klaviyo event", order.get("id"))
     return NO_IDENTITY
@@ -96,8 +113,10 @@ def _placed(notification: Notification, context: Context) -> str | None:
         return f"order state {state} is not in order.states.created.placedOrder"
     if order_profile(order) is None:
         return _no_identity(order)
+    if _erased(context, order):
+        return ERASED
     products = fetch_products(context.commercetools, product_ids(order))
-    send(context, placed_order_events(order, products, context.settings))
+    _send(context, notification, placed_order_events(order, products, context.settings))
     return None
 
 
@@ -126,9 +145,11 @@ def _state_changed(notification: Notification, context: Context) -> str | None:
         return f"order state {state} is neither a fulfilled nor a cancelled state (order.states.changed)"
     if order_profile(order) is None:
         return _no_identity(order)
+    if _erased(context, order):
+        return ERASED
     time = notification.payload.get("createdAt") or order.get("lastModifiedAt")
     products = fetch_products(context.commercetools, product_ids(order))
-    send(context, [order_state_event(order, products, metric, time, settings)])
+    _send(context, notification, [order_state_event(order, products, metric, time, settings)])
     return None
 
 
@@ -184,10 +205,12 @@ def _refunded(notification: Notification, context: Context) -> str | None:
         return "no order references this payment"
     if order_profile(order) is None:
         return _no_identity(order)
+    if _erased(context, order):
+        return ERASED
     order = _with_payment(order, payment)
     products = fetch_products(context.commercetools, product_ids(order))
     time = notification.payload.get("createdAt")
-    send(context, [refunded_order(order, t, products, context.settings, time) for t in refunds])
+    _send(context, notification, [refunded_order(order, t, products, context.settings, time) for t in refunds])
     return None
 
 

@@ -330,6 +330,9 @@ class FakeKlaviyo:
     """In-memory Klaviyo: profiles, events, catalog, bulk jobs and deletion requests (see the module doc).
 
     Lists exist only as the targets of profile subscription jobs (`add_list`, `consent`).
+    Flows: an event sent with `backfill: true` is recorded but triggers no flow; `flow_triggers()` lists the
+    recorded events that would have triggered flows.
+
     Not modelled: events creating or updating profiles, deleting an item's variants with the item, and
     checking that the categories an item names exist.
     """
@@ -476,6 +479,12 @@ class FakeKlaviyo:
                     seen.add(key)
                 kept.append(event)
             return kept
+
+    def flow_triggers(self) -> list[dict[str, Any]]:
+        """The recorded events that would have triggered flows: Klaviyo records an event sent with
+        `backfill: true` (in the timeline and in metrics) but triggers no flow with it; a repeated event
+        (same profile, metric and unique_id) is not recorded, so it triggers nothing either."""
+        return [event for event in self.recorded_events() if event.get("backfill") is not True]
 
     @staticmethod
     def _event_key(event: dict[str, Any]) -> tuple[Any, ...] | None:
