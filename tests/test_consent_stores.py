@@ -133,6 +133,7 @@ def test_fresh_consent_subscribes_without_consented_at_and_is_recorded(
     klaviyo.add_list(NEWS, double_optin=True)
     app = app_for(EMAIL_CONSENT)
     fresh = customer(newsletter=True)
+    put(ct, fresh)
     assert deliver(app, message("customer", CUSTOMER_ID, "CustomerCreated", customer=fresh)) == 204
     # Fresh consent: Klaviyo records the time and the double opt-in list asks the person to confirm.
     assert jobs(klaviyo, SUBSCRIBE) == [job("email", NEWS, [consented()])]

@@ -71,6 +71,7 @@ def test_event_app_serves_prometheus_text_with_every_metric(event_app: TestClien
 
 def test_deliveries_count_by_outcome_and_processor(event_app: TestClient, ct: FakeCommercetools,
                                                    klaviyo: FakeKlaviyo) -> None:
+    ct.add("customers", fixture("customer"))
     before = scrape(event_app)
 
     assert event_app.post("/", json=pubsub(customer_created())).status_code == 204  # processed
@@ -99,8 +100,9 @@ def test_deliveries_count_by_outcome_and_processor(event_app: TestClient, ct: Fa
     assert len(klaviyo.profiles) == 1
 
 
-def test_transient_failures_count_as_retry_with_their_5xx_and_429(event_app: TestClient,
+def test_transient_failures_count_as_retry_with_their_5xx_and_429(event_app: TestClient, ct: FakeCommercetools,
                                                                   klaviyo: FakeKlaviyo) -> None:
+    ct.add("customers", fixture("customer"))
     before = scrape(event_app)
 
     klaviyo.fail_next("POST", r"/api/profile-import", 429, headers={"Retry-After": "30"})
@@ -121,6 +123,7 @@ def test_transient_failures_count_as_retry_with_their_5xx_and_429(event_app: Tes
 
 def test_dead_letter_replays_are_counted_by_outcome(event_app: TestClient, ct: FakeCommercetools,
                                                     klaviyo: FakeKlaviyo, cli: Cli) -> None:
+    ct.add("customers", fixture("customer"))
     klaviyo.fail_next("POST", r"/api/profile-import", 400, body=INVALID)
     assert event_app.post("/", json=pubsub(customer_created())).status_code == 202
     before = scrape(event_app)
