@@ -307,7 +307,11 @@ def test_on_one_port_with_the_event_app_the_scheduler_runs_at_post_job(
     [order] = seed_orders(ct, 1)
     services().request("orders", {})
     with TestClient(create_connector_app(configure(BULK_API_TOKEN=TOKEN))) as client:
-        response = client.post("/job")
+        # The single port also takes public deliveries: the scheduler's run needs the token there.
+        assert client.post("/job").status_code == 401
+        assert client.post("/job", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert klaviyo.requests == []  # nothing ran
+        response = client.post("/job", headers=AUTH)
         assert response.status_code == 200
         assert [(s["type"], s["status"]) for s in response.json()["imports"]] == [("orders", "completed")]
         assert client.get("/sync/status", headers=AUTH).json()["imports"][0]["status"] == "completed"
