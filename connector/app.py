@@ -27,5 +27,5 @@ def create_app(settings: Settings) -> Starlette:
         return create_job_app(settings)
     context = build_context(settings)
     routes = [*event_routes(context), *job_routes(JobService(context), scheduler_path="/job", scheduler_token=True),
-              health_route("event+job")]
+              health_route("event+job", context)]
     return Starlette(routes=routes, lifespan=closing(context))

@@ -73,4 +73,4 @@ def event_routes(context: Context) -> list[Route]:
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
     context = context or build_context(settings)
-    return Starlette(routes=[*event_routes(context), health_route("event")], lifespan=closing(context))
+    return Starlette(routes=[*event_routes(context), health_route("event", context)], lifespan=closing(context))

@@ -37,7 +37,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
     context = context or build_context(settings)
-    return Starlette(routes=[*job_routes(JobService(context)), health_route("job")], lifespan=closing(context))
+    return Starlette(routes=[*job_routes(JobService(context)), health_route("job", context)], lifespan=closing(context))
 
 
 def job_routes(service: JobService, scheduler_path: str = "/", *, scheduler_token: bool = False) -> list[Route]:
