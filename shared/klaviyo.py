@@ -51,8 +51,10 @@ def catalog_id(external_id: str) -> str:
     return f"$custom:::$default:::{external_id}"
 
 
-def _filter_value(value: str) -> str:
-    return json.dumps(value)
+def filter_string(value: str) -> str:
+    """A string as a value of Klaviyo's filter syntax: double-quoted, with `\\` and `"` escaped by a backslash
+    (so a SKU like `BOLT-3/4"` or one with a backslash cannot break or change the filter)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 KEY_REFUSED = (401, 403)
@@ -146,7 +148,7 @@ class Klaviyo:
         if not value:
             return None
         page = self.request("GET", "/api/profiles", params={
-            "filter": f"equals({field},{_filter_value(value)})",
+            "filter": f"equals({field},{filter_string(value)})",
             "fields[profile]": field,
         })
         for profile in page.get("data", []):

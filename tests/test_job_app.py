@@ -26,7 +26,7 @@ from tests.test_job_support import (
     make_order,
     order_keys,
     seed_catalog,
-    seed_klaviyo,
+    seed_ours,
     services,
 )
 
@@ -190,7 +190,7 @@ def test_an_unknown_type_is_not_found(app: Callable[..., TestClient]) -> None:
 def test_delete_all_runs_only_with_its_confirmation(ct: FakeCommercetools, klaviyo: FakeKlaviyo,
                                                     app: Callable[..., TestClient]) -> None:
     for n in range(3):
-        seed_klaviyo(klaviyo, "category", f"{PREFIX}c{n}", {"external_id": f"c{n}", "name": "C"})
+        seed_ours(klaviyo, ct, "category", f"{PREFIX}c{n}", {"external_id": f"c{n}", "name": "C"})
     client = app(job_config(pageSize=2))
 
     refused = client.post("/sync/categories", headers=AUTH, json={"deleteAll": True})

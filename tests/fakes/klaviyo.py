@@ -431,6 +431,16 @@ class FakeKlaviyo:
             self._stamps[("profile", pid)] = (_now(), _now())
             return pid
 
+    def add_catalog(self, kind: str, catalog_id: str, attributes: dict[str, Any],
+                    relationships: dict[str, Any] | None = None) -> None:
+        """Seed a catalog object (``kind``: item, variant, category) as another source may have written it: any
+        id (``$custom:::$default:::...``, ``$shopify:::$default:::...``), any attributes (with or without
+        ``custom_metadata``); it is listed, filtered and paged like the others."""
+        with self._lock:
+            self._store(kind)[catalog_id] = {"attributes": json.loads(json.dumps(attributes)),
+                                             "relationships": json.loads(json.dumps(relationships or {}))}
+            self._stamp(kind, catalog_id, created=True)
+
     def recorded_events(self) -> list[dict[str, Any]]:
         """`events` as Klaviyo keeps them: a repeated unique_id for the same profile and metric counts once.
 
