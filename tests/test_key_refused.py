@@ -45,7 +45,7 @@ def test_a_refused_key_is_an_outage_not_a_dead_letter(event_app: TestClient, ct:
     assert len(key_errors) == 1 and "KLAVIYO_AUTH_KEY" in key_errors[0]["message"]  # one a minute at most
     assert all("pk_test" not in json.dumps(e) for e in logged)
 
-    klaviyo._faults.clear()  # the key is fixed
+    klaviyo.clear_faults()  # the key is fixed
     assert event_app.post("/", json=pubsub(created())).status_code == 204
     assert event_app.get("/health").json()["klaviyo"] == "ok"
 
@@ -64,6 +64,20 @@ def test_an_import_run_stops_with_a_clear_error_while_the_key_is_refused(ct: Fak
     posts = [r for r in klaviyo.requests if r.method == "POST"]
     assert len(posts) <= 2  # stopped at the first refusal, not one try per event
 
-    klaviyo._faults.clear()
+    klaviyo.clear_faults()
     code, _out, _err = cli("sync", "orders")
     assert code == 0 and import_record(ct, "orders")["status"] == "completed"
+
+
+def test_a_run_of_every_import_stops_at_the_first_refusal(ct: FakeCommercetools, klaviyo: FakeKlaviyo,
+                                                          cli: Cli) -> None:
+    ct.add("orders", make_order(1))
+    ct.add("categories", fixture("category_women"))
+    klaviyo.fail_next("*", r"/api/.*", 403, times=1000)
+    code, out, _err = cli("sync", "all")
+    assert code != 0
+    assert len(klaviyo.requests) == 1  # categories asked once; the other imports were not started on a dead key
+    categories = import_record(ct, "categories")
+    assert categories["status"] == "running" and "refused the API key" in categories["lastError"]  # resumable
+    assert "refused the API key" in out
+    assert import_record(ct, "orders")["counts"]["failed"] == 0

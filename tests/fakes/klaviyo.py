@@ -403,6 +403,11 @@ class FakeKlaviyo:
         with self._lock:
             self._faults.append(_Fault(method.upper(), pattern, status, times, headers, body, delay))
 
+    def clear_faults(self) -> None:
+        """Drop the injected answers still queued."""
+        with self._lock:
+            self._faults.clear()
+
     @property
     def faults_pending(self) -> int:
         """How many injected answers are still queued."""
