@@ -1,7 +1,8 @@
 """Choosing the application by `APP_TYPE`: EVENT, BULK_IMPORT, or (unset) both on one port.
 
 Both on one port is the reference's single-deployment mode: deliveries at `POST /`, the scheduler's run at
-`POST /job`, the bulk management routes at `/sync/...`. Imports then share the process (CPU, memory, threads)
+`POST /job` (behind the bearer token `BULK_API_TOKEN`, as the service also takes public deliveries), the bulk
+management routes at `/sync/...`. Imports then share the process (CPU, memory, threads)
 with realtime deliveries; README ("Self-hosting") says when to split them.
 """
 
@@ -25,6 +26,6 @@ def create_app(settings: Settings) -> Starlette:
     if settings.app_type == "BULK_IMPORT":
         return create_job_app(settings)
     context = build_context(settings)
-    routes = [*event_routes(context), *job_routes(JobService(context), scheduler_path="/job"),
-              health_route("event+job"), metrics_route()]
+    routes = [*event_routes(context), *job_routes(JobService(context), scheduler_path="/job", scheduler_token=True),
+              health_route("event+job", context), metrics_route()]
     return Starlette(routes=routes, lifespan=closing(context))

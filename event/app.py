@@ -1,34 +1,77 @@
-"""The event application's HTTP surface (starlette): `POST /` takes deliveries, `GET /health` answers 200."""
+"""The event application's HTTP surface (starlette): `POST /` takes deliveries, `GET /health` answers 200.
+
+Bodies are read as a stream and never beyond `MAX_BODY_BYTES` (16 MiB: a Pub/Sub message ends at 10 MB, about
+14 MB once base64-encoded in the push body): a larger body is acknowledged and recorded by its size and message
+id, without its content (`event.handler.handle_oversized`).
+"""
 
 from __future__ import annotations
 
+import re
+
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from event.handler import handle_delivery
+from event.handler import Answer, handle_delivery, handle_oversized
 from shared.config import Settings
 from shared.context import build_context
 from shared.processors import Context
 from shared.web import closing, health_route, metrics_route
 
+MAX_BODY_BYTES = 16 * 1024 * 1024
+_HEAD_BYTES = 64 * 1024  # what is kept of an oversized body, to find its message id
+_MESSAGE_ID = re.compile(rb'"(?:messageId|message_id|MessageId)"\s*:\s*"([-_~.a-zA-Z0-9]{1,256})"')
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> tuple[bytes | None, int, bytes]:
+    """(the body, or None when it is larger than `limit`; its size, or the size read before stopping; the first
+    64 KiB). A declared Content-Length over the limit is believed without reading; otherwise the stream is read
+    until it ends or passes the limit, so that no more than `limit` octets are ever held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        head = b""
+        async for chunk in request.stream():  # the first chunk only: enough to find an early message id
+            head = chunk[:_HEAD_BYTES]
+            break
+        return None, int(declared), head
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None, len(body), bytes(body[:_HEAD_BYTES])
+    return bytes(body), len(body), bytes(body[:_HEAD_BYTES])
+
+
+def _response(answer: Answer) -> Response:
+    # The outcome travels in headers too, so that 204 answers say what happened (ignored, and why).
+    headers = {"X-Outcome": answer.outcome,
+               "X-Outcome-Reason": answer.reason.encode("ascii", "replace").decode()[:200]}
+    if answer.status == 204:
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(answer.body(), status_code=answer.status, headers=headers)
+
 
 def event_routes(context: Context) -> list[Route]:
     async def deliver(request: Request) -> Response:
-        body = await request.body()
-        answer = await run_in_threadpool(handle_delivery, body, context)
-        # The outcome travels in headers too, so that 204 answers say what happened (ignored, and why).
-        headers = {"X-Outcome": answer.outcome,
-                   "X-Outcome-Reason": answer.reason.encode("ascii", "replace").decode()[:200]}
-        if answer.status == 204:
-            return Response(status_code=204, headers=headers)
-        return JSONResponse(answer.body(), status_code=answer.status, headers=headers)
+        try:
+            body, size, head = await read_body(request)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        if body is None:
+            found = _MESSAGE_ID.search(head)
+            message_id = found.group(1).decode() if found else None
+            answer = await run_in_threadpool(handle_oversized, size, message_id, head, MAX_BODY_BYTES, context)
+        else:
+            answer = await run_in_threadpool(handle_delivery, body, context)
+        return _response(answer)
 
     return [Route("/", deliver, methods=["POST"])]
 
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
     context = context or build_context(settings)
-    return Starlette(routes=[*event_routes(context), health_route("event"), metrics_route()], lifespan=closing(context))
+    return Starlette(routes=[*event_routes(context), health_route("event", context), metrics_route()],
+                     lifespan=closing(context))

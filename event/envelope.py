@@ -29,6 +29,8 @@ def decode(body: bytes) -> Delivery:
         envelope = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedDelivery(f"body is not JSON ({type(exc).__name__})") from None
+    except RecursionError:  # nested deeper than the parser goes: it can never be processed
+        raise MalformedDelivery("body is JSON nested too deeply to parse") from None
     if not isinstance(envelope, dict):
         raise MalformedDelivery(f"body is a JSON {type(envelope).__name__}, not an object")
     if "message" in envelope:
@@ -57,6 +59,9 @@ def _pubsub(message: Any) -> Delivery:
         raise MalformedDelivery("Pub/Sub envelope: 'message.data' is not valid base64", delivery_id) from None
     try:
         return Delivery(delivery_id, json.loads(raw))
+    except RecursionError:
+        raise MalformedDelivery("Pub/Sub envelope: 'message.data' is JSON nested too deeply to parse",
+                                delivery_id) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise MalformedDelivery("Pub/Sub envelope: 'message.data' does not decode to JSON", delivery_id) from None
 
@@ -65,5 +70,7 @@ def _sns(envelope: dict[str, Any]) -> Delivery:
     delivery_id = _delivery_id(envelope.get("MessageId"))
     try:
         return Delivery(delivery_id, json.loads(envelope["Message"]))
+    except RecursionError:
+        raise MalformedDelivery("SNS notification: 'Message' is JSON nested too deeply to parse", delivery_id) from None
     except (json.JSONDecodeError, TypeError):
         raise MalformedDelivery("SNS notification: 'Message' is not JSON", delivery_id) from None

@@ -75,6 +75,16 @@ def _handle(body: bytes, context: Context) -> Answer:
         return Answer(204, result.outcome, result.reason, tuple(result.processors))
 
 
+def handle_oversized(size: int, message_id: str | None, head: bytes, limit: int, context: Context) -> Answer:
+    """A body larger than the limit: acknowledged and recorded with its size and message id (never its content);
+    without a message id, the key is a hash of its size and first octets, the same for every redelivery."""
+    key = message_id or f"oversized-{size}-" + hashlib.sha256(head).hexdigest()[:24]
+    reason = f"body of {size} bytes is larger than the {limit} bytes accepted"
+    error = PermanentError(reason)
+    with message_context(key), time_budget(context.settings.event_time_budget):
+        return _dead_letter(context, key, Result("failed", reason, error=error))
+
+
 def _dead_letter(context: Context, message_id: str, result: Result, *, notification: dict | None = None,
                  raw: str | None = None) -> Answer:
     try:

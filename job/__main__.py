@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from job.requests import BadRequest
@@ -87,13 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     letters = commands.add_parser("dead-letters", help="deliveries the event app could never process")
     actions = letters.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="a table of the records")
-    listing.add_argument("--since", help="only records last seen at or after this ISO date-time")
+    listing.add_argument("--since", type=iso_instant, help="only records last seen at or after this ISO date-time")
     replay = actions.add_parser("replay", help="process records again; success removes them")
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", nargs="+", dest="ids", metavar="KEY", help="the records' keys (message ids)")
     which.add_argument("--all", action="store_true", help="every record")
     purge = actions.add_parser("purge", help="delete records last seen before a date")
-    purge.add_argument("--before", required=True, help="ISO date-time, e.g. 2026-11-01T00:00:00Z")
+    purge.add_argument("--before", required=True, type=iso_instant,
+                       help="ISO 8601 date or date-time, e.g. 2026-11-01 or 2026-11-01T00:00:00Z (UTC if no offset)")
     erasures = commands.add_parser("erasures", help="records of erased customers (nothing is sent about them)")
     erasure_actions = erasures.add_subparsers(dest="action", required=True)
     erasure_actions.add_parser("list", help="a table of the records")
@@ -105,8 +108,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def _commercetools_only(args: argparse.Namespace) -> bool:
     """Commands that never call Klaviyo, and so need no Klaviyo key."""
-    return args.command in ("request", "status", "stop") or (
+    return args.command in ("request", "status", "stop", "erasures") or (
         args.command == "dead-letters" and args.action in ("list", "purge"))
+
+
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?")
+
+
+def iso_instant(text: str) -> str:
+    """An ISO 8601 date or date-time (extended format; UTC when no offset is given) as a UTC ISO string; anything
+    else is refused (argparse exits with code 2 and says why)."""
+    moment = None
+    if _ISO.fullmatch(text.strip()):
+        try:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+    if moment is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or date-time "
+                                         "(e.g. 2026-11-01 or 2026-11-01T00:00:00Z)")
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The job application's HTTP surface (starlette).
 
-- `POST /`: Connect's scheduler. Works on pending imports within the time budget and answers a JSON summary.
+- `POST /`: Connect's scheduler. Works on pending imports within the time budget and answers a JSON summary. It
+  relies on the platform's authentication (Connect, or Cloud Run IAM); in the single-port mode its `POST /job`
+  needs the bearer token (see `connector.app`).
 - `POST /sync/{type}`, `POST /sync/{type}/stop`, `GET /sync/status`: the reference's management routes, behind
   `Authorization: Bearer $BULK_API_TOKEN` (403 while no token is configured). A request is recorded, then a
   run starts in the background, so a self-hosted deployment needs no scheduler to begin.
@@ -35,12 +37,17 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
     context = context or build_context(settings)
-    return Starlette(routes=[*job_routes(JobService(context)), health_route("job"), metrics_route()],
+    return Starlette(routes=[*job_routes(JobService(context)), health_route("job", context), metrics_route()],
                      lifespan=closing(context))
 
 
-def job_routes(service: JobService, scheduler_path: str = "/") -> list[Route]:
-    """The management routes, and the scheduler's run at `POST {scheduler_path}`."""
+def job_routes(service: JobService, scheduler_path: str = "/", *, scheduler_token: bool = False) -> list[Route]:
+    """The management routes, and the scheduler's run at `POST {scheduler_path}`.
+
+    The dedicated job application's `POST /` relies on the platform's authentication (Connect, or Cloud Run IAM);
+    with `scheduler_token` (the single-port mode, where `POST /job` shares a public service with deliveries) it
+    needs the bearer token like the management routes.
+    """
     token = service.context.settings.bulk_api_token
     runs = threading.Lock()
     wanted = threading.Event()  # a request came in that no run has looked for yet
@@ -131,7 +138,7 @@ def job_routes(service: JobService, scheduler_path: str = "/") -> list[Route]:
         Route("/sync/status", guarded(status), methods=["GET"]),
         Route("/sync/{type}/stop", guarded(stop), methods=["POST"]),
         Route("/sync/{type}", guarded(sync), methods=["POST"]),
-        Route(scheduler_path, scheduled_run, methods=["POST"]),
+        Route(scheduler_path, guarded(scheduled_run) if scheduler_token else scheduled_run, methods=["POST"]),
     ]
 
 

@@ -118,6 +118,9 @@ def run_pending(job: JobContext, store: ImportStore, steps: dict[str, Step], *, 
         log.info("import started or resumed", extra={"import": import_type, "checkpoint": record.checkpoint})
         record = _work(job, store, steps[import_type], record, owner, started + budget_seconds, progress)
         summaries.append(record.summary())
+        if job.context.klaviyo.key.refused:  # every other import would stop on it too: the run ends here
+            log.error("import run stopped: Klaviyo refuses the API key", extra={"import": import_type})
+            break
     return summaries
 
 

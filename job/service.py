@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from job.importers import categories, customers, orders, products
+from job.pending import check_pending
 from job.requests import parse_request
 from job.runner import JobContext, Progress, Step, run_pending
 from job.state import CONTAINER, DRY_RUN_CONTAINER, IMPORT_TYPES, ImportRecord, ImportStore
@@ -46,9 +47,13 @@ class JobService:
         return run_pending(self.job, self.store, STEPS, budget_seconds=budget, types=types, progress=progress)
 
     def scheduled_run(self) -> dict[str, Any]:
-        """What the scheduler's call does: pending imports, then (when switched on) dead letters that a later
-        attempt may get past."""
+        """What the scheduler's call does: pending imports, the realtime bulk jobs a delivery could not await
+        (`job.pending`), then (when switched on) dead letters that a later attempt may get past."""
         summary: dict[str, Any] = {"imports": self.run()}
+        if not self.context.settings.dry_run:
+            checked = check_pending(self.context)
+            if checked:
+                summary["pendingJobs"] = checked
         if self.context.settings.retry_dead_letters:
             candidates = [e for e in dead_letters.entries(self.context.commercetools) if e.get("possiblyTransient")]
             summary["deadLetters"] = self.replay_dead_letters(candidates)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from shared import deadline
-from shared.errors import ApiError, TransientError, redact
+from shared.errors import ApiError, PermanentError, TransientError, redact
 from shared.http import retry_after
 from shared.klaviyo import Klaviyo
 from shared.ratelimit import RateLimiter
@@ -45,6 +45,11 @@ class JobResult:
     completed: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+class BulkJobFailed(PermanentError):
+    """Klaviyo finished a bulk job with failures (the reason quotes Klaviyo's, redacted): it will not pass by
+    itself, so the delivery is recorded as a dead letter for replay."""
 
 
 class BulkSender(Protocol):
@@ -266,44 +271,83 @@ class KlaviyoBulk:
         Catalog jobs list their failures in the job; a profile import job's are read from its import errors.
         Polling stops, as a transient failure, when the current time budget cannot cover the next wait.
         """
-        result = JobResult()
-        pending = list(jobs)
-        interval = self._poll_interval
-        while pending:
-            still = []
-            for job in pending:
-                job_type, job_id = job.split(":", 1)
-                limiter_key = "profile-bulk-import" if job_type == "profiles" else "catalog-job-status"
-                self._limiter.acquire(limiter_key)
-                attributes = self._klaviyo.request("GET", f"{_job_path(job_type)}/{job_id}")["data"]["attributes"]
-                if attributes.get("status") in ("queued", "processing"):
-                    still.append(job)
-                    continue
-                failed = int(attributes.get("failed_count") or 0)
-                result.completed += int(attributes.get("completed_count") or 0)
-                result.failed += failed
-                if attributes.get("status") == "cancelled":
-                    result.errors.append(f"{job_type} job {job_id} was cancelled by Klaviyo")
-                errors = attributes.get("errors") or []
-                if job_type == "profiles" and failed:
-                    errors = self._import_errors(job_id)
-                for error in errors[:MAX_JOB_ERRORS]:
-                    result.errors.append(f"{job_type} job {job_id}: {_error_text(error)}")
-            pending = still
-            if pending:
-                if interval >= deadline.remaining():
-                    raise TransientError(f"{len(pending)} Klaviyo bulk job(s) still processing when the time "
-                                         "budget ran out")
-                self._sleep(interval)
-                interval = min(interval * 1.5, 10.0)
+        result, pending = await_jobs(self._klaviyo, jobs, poll_interval=self._poll_interval, sleep=self._sleep,
+                                     acquire=self._limiter.acquire)
+        if pending:
+            raise TransientError(f"{len(pending)} Klaviyo bulk job(s) still processing when the time budget ran out")
         return result
 
-    def _import_errors(self, job_id: str) -> list[dict[str, Any]]:
-        """The first errors of a profile import job (their payloads, personal data, are not asked for)."""
-        self._limiter.acquire("profile-bulk-import")
-        body = self._klaviyo.request("GET", f"/api/profile-bulk-import-jobs/{job_id}/import-errors", params={
-            "fields[import-error]": "code,title,detail,source", "page[size]": str(MAX_JOB_ERRORS)})
-        return [entry.get("attributes") or {} for entry in (body or {}).get("data") or []]
+
+def job_result(klaviyo: Klaviyo, job: str, acquire: Callable[[str], Any] | None = None) -> JobResult | None:
+    """The outcome of a bulk job (`<type>:<id>`, as `KlaviyoBulk` and the realtime path name them); None while
+    Klaviyo is still working on it. `acquire` paces the requests (a `RateLimiter.acquire`)."""
+    job_type, job_id = job.split(":", 1)
+    if acquire:
+        acquire("profile-bulk-import" if job_type == "profiles" else "catalog-job-status")
+    attributes = klaviyo.request("GET", f"{_job_path(job_type)}/{job_id}")["data"]["attributes"]
+    if attributes.get("status") in ("queued", "processing"):
+        return None
+    failed = int(attributes.get("failed_count") or 0)
+    result = JobResult(completed=int(attributes.get("completed_count") or 0), failed=failed)
+    if attributes.get("status") == "cancelled":
+        result.errors.append(f"{job_type} job {job_id} was cancelled by Klaviyo")
+    errors = attributes.get("errors") or []
+    if job_type == "profiles" and failed:
+        if acquire:
+            acquire("profile-bulk-import")
+        errors = _import_errors(klaviyo, job_id)
+    result.errors += [f"{job_type} job {job_id}: {_error_text(error)}" for error in errors[:MAX_JOB_ERRORS]]
+    return result
+
+
+def await_jobs(klaviyo: Klaviyo, jobs: Iterable[str], *, poll_interval: float = 0.25, reserve: float = 0.0,
+               sleep: Callable[[float], None] = time.sleep, acquire: Callable[[str], Any] | None = None,
+               ) -> tuple[JobResult, list[str]]:
+    """Poll the jobs until each is done, or until the current time budget (less `reserve` seconds, kept for what
+    the caller does next) cannot cover the next wait; (the summed outcome of those done, the ones still pending).
+    A job Klaviyo cancelled is named in the errors."""
+    result = JobResult()
+    pending = list(jobs)
+    interval = poll_interval
+    while pending:
+        still = []
+        for job in pending:
+            outcome = job_result(klaviyo, job, acquire)
+            if outcome is None:
+                still.append(job)
+                continue
+            result.completed += outcome.completed
+            result.failed += outcome.failed
+            result.errors += outcome.errors
+        pending = still
+        if pending:
+            if interval >= deadline.remaining() - reserve:
+                return result, pending
+            sleep(interval)
+            interval = min(interval * 1.5, 10.0)
+    return result, []
+
+
+def check_jobs(klaviyo: Klaviyo, jobs: Iterable[str], what: str, *, reserve: float = 0.0) -> list[str]:
+    """Await the jobs of a realtime write within the time budget (less `reserve`): `BulkJobFailed` with Klaviyo's
+    reasons when any failed; otherwise the jobs still processing (for a later check, `shared.pending_jobs`)."""
+    result, pending = await_jobs(klaviyo, jobs, reserve=reserve)
+    raise_for_failures(result, what)
+    return pending
+
+
+def raise_for_failures(result: JobResult, what: str) -> None:
+    """`BulkJobFailed` naming Klaviyo's first reasons when a job failed (or was cancelled)."""
+    if result.failed or result.errors:
+        reasons = "; ".join(result.errors[:3]) or "no reason given"
+        raise BulkJobFailed(f"{what}: {result.failed} failed in Klaviyo bulk jobs ({reasons})")
+
+
+def _import_errors(klaviyo: Klaviyo, job_id: str) -> list[dict[str, Any]]:
+    """The first errors of a profile import job (their payloads, personal data, are not asked for)."""
+    body = klaviyo.request("GET", f"/api/profile-bulk-import-jobs/{job_id}/import-errors", params={
+        "fields[import-error]": "code,title,detail,source", "page[size]": str(MAX_JOB_ERRORS)})
+    return [entry.get("attributes") or {} for entry in (body or {}).get("data") or []]
 
 
 def _error_text(error: Any) -> str:

@@ -69,7 +69,8 @@ def entries(commercetools: Commercetools, since: str | None = None) -> list[dict
     found = [{**obj["value"], "key": obj["key"], "version": obj["version"]}
              for obj in commercetools.custom_objects(CONTAINER)]
     if since:
-        found = [e for e in found if e.get("lastSeen", "") >= since]
+        start = _instant(since)
+        found = [e for e in found if _instant(e.get("lastSeen")) >= start]
     return sorted(found, key=lambda e: e.get("firstSeen", ""))
 
 
@@ -107,9 +108,23 @@ def _reference(entry: dict[str, Any]) -> dict[str, Any] | None:
             "payloadNotIncluded": {"reason": "replayed from a dead letter", "payloadType": message_type}}
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _instant(value: Any) -> datetime:
+    """An ISO time as an aware datetime (UTC when it has no offset), compared as times rather than strings;
+    anything unreadable counts as the earliest time."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return _NEVER
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def purge(commercetools: Commercetools, before: str) -> int:
     """Delete the records last seen before this ISO time; returns how many."""
-    old = [e for e in entries(commercetools) if e.get("lastSeen", "") < before]
+    limit = _instant(before)
+    old = [e for e in entries(commercetools) if _instant(e.get("lastSeen")) < limit]
     for entry in old:
         commercetools.delete_custom_object(CONTAINER, entry["key"], version=entry["version"])
     return len(old)

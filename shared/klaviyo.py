@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -49,8 +52,55 @@ def catalog_id(external_id: str) -> str:
     return f"$custom:::$default:::{external_id}"
 
 
-def _filter_value(value: str) -> str:
-    return json.dumps(value)
+def filter_string(value: str) -> str:
+    """A string as a value of Klaviyo's filter syntax: double-quoted, with `\\` and `"` escaped by a backslash
+    (so a SKU like `BOLT-3/4"` or one with a backslash cannot break or change the filter)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+KEY_REFUSED = (401, 403)
+
+
+class KeyRefused(ApiError):
+    """Klaviyo refused the API key (401/403: revoked, rotated, or without the scopes needed). Not a fault of the
+    data: an outage until the key is fixed, so it is transient (deliveries are answered 503 and come back)."""
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return True
+
+
+class KeyHealth:
+    """Whether Klaviyo refuses the API key, from the last answers; one ERROR log line per `interval` at most
+    while it does, and an INFO line when a request succeeds again."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval, self._clock = interval, clock
+        self._lock = threading.Lock()
+        self._refused: int | None = None  # the status of the last refusal
+        self._logged = float("-inf")
+
+    @property
+    def refused(self) -> bool:
+        return self._refused is not None
+
+    def refuse(self, status: int | None) -> None:
+        with self._lock:
+            self._refused = status
+            now = self._clock()
+            if now - self._logged < self._interval:
+                return
+            self._logged = now
+        log.error("Klaviyo refuses the API key: check KLAVIYO_AUTH_KEY (revoked, rotated, or missing scopes); "
+                  "deliveries are answered 503 until a request succeeds again", extra={"status": status})
+
+    def accept(self) -> None:
+        if self._refused is None:
+            return
+        with self._lock:
+            was, self._refused, self._logged = self._refused, None, float("-inf")
+        if was is not None:
+            log.info("Klaviyo accepts the API key again")
 
 
 class Klaviyo:
@@ -68,6 +118,7 @@ class Klaviyo:
                               transport=transport) if transport else None
         self._http = Transport(SERVICE, settings.api_url, headers=headers, policy=policy, parse_error=_parse_error,
                                client=client)
+        self.key = KeyHealth()
 
     def __repr__(self) -> str:
         return "Klaviyo()"
@@ -77,7 +128,17 @@ class Klaviyo:
 
     def request(self, method: str, path: str, *, body: Any = None, params: Any = None,
                 safe_to_retry: bool = True) -> Any:
-        response = self._http.request(method, path, json=body, params=params, safe_to_retry=safe_to_retry)
+        try:
+            response = self._http.request(method, path, json=body, params=params, safe_to_retry=safe_to_retry)
+        except ApiError as exc:
+            if exc.status in KEY_REFUSED:
+                self.key.refuse(exc.status)
+                raise KeyRefused(SERVICE, exc.status, "Klaviyo refused the API key (check KLAVIYO_AUTH_KEY)",
+                                 code=exc.code) from None
+            if exc.status is not None:
+                self.key.accept()  # any other answer means the key was accepted
+            raise
+        self.key.accept()
         if path in ("/api/events", "/api/event-bulk-create-jobs"):
             metrics.events_accepted(path, body)
         return response.json() if response.content else None
@@ -90,7 +151,7 @@ class Klaviyo:
         if not value:
             return None
         page = self.request("GET", "/api/profiles", params={
-            "filter": f"equals({field},{_filter_value(value)})",
+            "filter": f"equals({field},{filter_string(value)})",
             "fields[profile]": field,
         })
         for profile in page.get("data", []):
@@ -104,7 +165,7 @@ class Klaviyo:
     def find_profile(self, *, external_id: str) -> dict[str, Any] | None:
         """`{"id", "email"}` of the profile with this external id (the email: for an erasure record's hash)."""
         page = self.request("GET", "/api/profiles", params={
-            "filter": f"equals(external_id,{_filter_value(external_id)})",
+            "filter": f"equals(external_id,{filter_string(external_id)})",
             "fields[profile]": "external_id,email",
         })
         for profile in page.get("data", []):

@@ -26,9 +26,15 @@ def closing(context: Context) -> Callable[[Any], AbstractAsyncContextManager[Non
     return lifespan
 
 
-def health_route(app: str) -> Route:
+def health_route(app: str, context: Context | None = None) -> Route:
+    """`GET /health`: always 200 while the process serves (a platform must not restart it for Klaviyo's sake);
+    `"klaviyo": "key refused"` while Klaviyo refuses the API key, until a request succeeds again."""
+
     async def health(_request: Request) -> Response:
-        return JSONResponse({"status": "ok", "app": app, "version": __version__})
+        body = {"status": "ok", "app": app, "version": __version__}
+        if context is not None:
+            body["klaviyo"] = "key refused" if context.klaviyo.key.refused else "ok"
+        return JSONResponse(body)
 
     return Route("/health", health, methods=["GET"])
 

@@ -258,7 +258,8 @@ def test_many_variant_writes_go_as_bulk_jobs_after_reading_every_page(
     first = len(klaviyo.requests)
 
     assert post(event_app, published()) == (204, "processed")
-    assert calls(klaviyo, first) == [
+    made = calls(klaviyo, first)
+    assert made[:6] == [
         ("PATCH", ITEM_PATH, 200),
         ("GET", VARIANTS_OF_ITEM, 200),
         ("GET", VARIANTS_OF_ITEM, 200),  # the second page, by the cursor of `links.next`
@@ -266,6 +267,10 @@ def test_many_variant_writes_go_as_bulk_jobs_after_reading_every_page(
         ("POST", "/api/catalog-variant-bulk-delete-jobs", 202),  # 100 per job
         ("POST", "/api/catalog-variant-bulk-update-jobs", 202),
     ]
+    # then each job is awaited (its outcome decides the answer)
+    assert [(m, p.rsplit("/", 1)[0], status) for m, p, status in made[6:]] == [
+        ("GET", "/api/catalog-variant-bulk-delete-jobs", 200), ("GET", "/api/catalog-variant-bulk-delete-jobs", 200),
+        ("GET", "/api/catalog-variant-bulk-update-jobs", 200)]
     jobs = bodies(klaviyo, first)[1:]
     deleted = [e["id"] for job in jobs[:2] for e in job["data"]["attributes"]["variants"]["data"]]
     assert deleted == [catalog_id(s) for s in old]

@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from event.app import create_app
 from shared.config import Settings
+from shared.ownership import CATEGORY_CONTAINER
 from tests.builders import change, message, pubsub
 from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
@@ -168,6 +169,7 @@ def test_category_created_creates_the_catalog_category(event_app: TestClient, ct
         "type": "catalog-category",
         "attributes": {"external_id": JEANS, "name": "Women > Pants > Jeans", "integration_type": "$custom",
                        "catalog_type": "$default"}}})]
+    assert ct.get_custom_object(CATEGORY_CONTAINER, JEANS) is not None  # marked as ours (Klaviyo keeps no mark)
 
 
 def test_category_created_twice_updates_instead(event_app: TestClient, ct: FakeCommercetools,

@@ -45,8 +45,8 @@ ITEMS = [
     {"ProductID": JEANS_ID, "SKU": "JEANS-32-BLUE", "ProductName": "Slim Jeans", "Quantity": 2, "ItemPrice": 49.99,
      "RowTotal": 99.98, "ProductURL": URL + "slim-jeans", "ImageURL": "https://images.example.com/jeans-32-front.jpg",
      "Categories": JEANS_PATHS},
-    {"ProductID": JEANS_ID, "SKU": "JEANS-34-BLUE", "ProductName": "Slim Jeans", "Quantity": 1, "ItemPrice": 49.99,
-     "RowTotal": 44.99, "ProductURL": URL + "slim-jeans", "ImageURL": "https://images.example.com/jeans-34-front.jpg",
+    {"ProductID": JEANS_ID, "SKU": "JEANS-34-BLUE", "ProductName": "Slim Jeans", "Quantity": 1, "ItemPrice": 44.99,
+     "OriginalItemPrice": 49.99, "RowTotal": 44.99, "ProductURL": URL + "slim-jeans", "ImageURL": "https://images.example.com/jeans-34-front.jpg",
      "Categories": JEANS_PATHS},
     # No productSlug on the line: the product's published slug (not the staged `linen-shirt-new`); no image.
     {"ProductID": SHIRT_ID, "SKU": "SHIRT-M-WHITE", "ProductName": "Linen Shirt", "Quantity": 1, "ItemPrice": 19.9,
@@ -229,7 +229,8 @@ def test_high_precision_money_is_sent_in_major_units(event_app: TestClient, ct: 
     assert post(event_app, message("order", order["id"], "OrderCreated", order=order)) == 204
     placed, line = sent(klaviyo)
     item = {"ProductID": SHIRT_ID, "SKU": "SHIRT-M-WHITE", "ProductName": "Linen Shirt", "Quantity": 3,
-            "ItemPrice": 123.45, "RowTotal": 370, "ProductURL": URL + "linen-shirt", "Categories": SHIRT_PATHS}
+            "ItemPrice": 370 / 3, "OriginalItemPrice": 123.45, "RowTotal": 370, "ProductURL": URL + "linen-shirt",
+            "Categories": SHIRT_PATHS}
     assert placed["metric"] == metric("Placed Order")
     assert (placed["value"], placed["value_currency"], placed["time"]) == (370, "JPY", "2026-11-21T08:30:00.000Z")
     assert placed["profile"] == {"data": {"type": "profile", "attributes": {

@@ -26,7 +26,7 @@ from tests.test_job_support import (
     make_order,
     order_keys,
     seed_catalog,
-    seed_klaviyo,
+    seed_ours,
     services,
 )
 
@@ -190,7 +190,7 @@ def test_an_unknown_type_is_not_found(app: Callable[..., TestClient]) -> None:
 def test_delete_all_runs_only_with_its_confirmation(ct: FakeCommercetools, klaviyo: FakeKlaviyo,
                                                     app: Callable[..., TestClient]) -> None:
     for n in range(3):
-        seed_klaviyo(klaviyo, "category", f"{PREFIX}c{n}", {"external_id": f"c{n}", "name": "C"})
+        seed_ours(klaviyo, ct, "category", f"{PREFIX}c{n}", {"external_id": f"c{n}", "name": "C"})
     client = app(job_config(pageSize=2))
 
     refused = client.post("/sync/categories", headers=AUTH, json={"deleteAll": True})
@@ -307,7 +307,11 @@ def test_on_one_port_with_the_event_app_the_scheduler_runs_at_post_job(
     [order] = seed_orders(ct, 1)
     services().request("orders", {})
     with TestClient(create_connector_app(configure(BULK_API_TOKEN=TOKEN))) as client:
-        response = client.post("/job")
+        # The single port also takes public deliveries: the scheduler's run needs the token there.
+        assert client.post("/job").status_code == 401
+        assert client.post("/job", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert klaviyo.requests == []  # nothing ran
+        response = client.post("/job", headers=AUTH)
         assert response.status_code == 200
         assert [(s["type"], s["status"]) for s in response.json()["imports"]] == [("orders", "completed")]
         assert client.get("/sync/status", headers=AUTH).json()["imports"][0]["status"] == "completed"

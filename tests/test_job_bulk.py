@@ -303,8 +303,11 @@ def test_events_fill_batches_of_1000_across_pages_and_a_page_is_saved_once_klavi
     assert summary["counts"] == {"read": 750, "sent": 3000, "skipped": 0, "failed": 0}
     batches = [sum(len(g["attributes"]["events"]["data"]) for g in r.body["data"]["attributes"]["events-bulk-create"]
                    ["data"]) for r in klaviyo.calls("POST", EVENTS)]
-    # full batches across pages (of 1,000 events, or fewer when the next would take the body over 4.5 MB)
-    assert len(batches) == math.ceil(3000 / batches[0]) and set(batches[:-1]) == {batches[0]} and batches[0] > 900
+    # full batches across pages (of 1,000 events, or fewer when the next would take the body over 4.5 MB: the
+    # events differ by a few octets, so the full batches by an event or two)
+    full = batches[:-1]
+    assert sum(batches) == 3000 and min(full) > 900 and max(full) - min(full) <= 2
+    assert len(batches) == math.ceil(3000 / min(full))
     assert event_keys(klaviyo.events) == events_before(orders, orders[-1]["id"])  # each once
     assert [c["lastId"] for c in checked] == [orders[299]["id"], orders[599]["id"], orders[749]["id"]]
     assert import_record(ct, "orders")["checkpoint"] == {"lastId": orders[-1]["id"]}

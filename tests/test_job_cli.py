@@ -27,7 +27,7 @@ from tests.test_job_support import (
     make_order,
     order_keys,
     seed_catalog,
-    seed_klaviyo,
+    seed_ours,
     services,
 )
 
@@ -80,7 +80,7 @@ def test_sync_with_filters_from_flags(ct: FakeCommercetools, klaviyo: FakeKlaviy
 
 
 def test_delete_all_needs_the_type_repeated(ct: FakeCommercetools, klaviyo: FakeKlaviyo, cli: Cli) -> None:
-    seed_klaviyo(klaviyo, "category", f"{PREFIX}c1", {"external_id": "c1", "name": "C"})
+    seed_ours(klaviyo, ct, "category", f"{PREFIX}c1", {"external_id": "c1", "name": "C"})
 
     code, out, err = cli("sync", "categories", "--delete-all")
     assert code == 2 and 'confirm it with "confirmDeletion": "categories"' in err

@@ -15,6 +15,8 @@ import pytest
 from job.service import JobService
 from shared.config import Settings
 from shared.context import build_context, close_context
+from shared.ownership import CATEGORY_CONTAINER, mark
+from tests.builders import PROJECT
 from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
@@ -155,3 +157,19 @@ def seed_klaviyo(klaviyo: FakeKlaviyo, kind: str, catalog_id: str, attributes: d
     """Put a catalog object in the fake Klaviyo as if created earlier (by us, or by another integration)."""
     store = {"item": klaviyo.items, "variant": klaviyo.variants, "category": klaviyo.categories}[kind]
     store[catalog_id] = {"attributes": dict(attributes), "relationships": dict(relationships or {})}
+
+
+def seed_ours(klaviyo: FakeKlaviyo, ct: FakeCommercetools, kind: str, catalog_id: str, attributes: dict[str, Any],
+              relationships: dict[str, Any] | None = None, *, product_id: str | None = None) -> None:
+    """A catalog object written earlier by the connector for this project: an item or variant with our mark in
+    its custom_metadata (`product_id`: the product it belongs to, the item's own id by default), a category with
+    our record in commercetools."""
+    attributes = dict(attributes)
+    external_id = catalog_id.removeprefix(PREFIX)
+    if kind == "category":
+        ct.add("custom-objects", {"container": CATEGORY_CONTAINER, "key": external_id,
+                                  "value": {"categoryId": external_id}})
+    else:
+        attributes["custom_metadata"] = {**attributes.get("custom_metadata", {}),
+                                         **mark(PROJECT, product_id or external_id)}
+    seed_klaviyo(klaviyo, kind, catalog_id, attributes, relationships)

@@ -57,8 +57,8 @@ ITEMS = [
     {"ProductID": JEANS_ID, "SKU": "JEANS-32-BLUE", "ProductName": "Slim Jeans", "Quantity": 2, "ItemPrice": 49.99,
      "RowTotal": 99.98, "ProductURL": "https://shop.example.com/p/slim-jeans",
      "ImageURL": "https://images.example.com/jeans-32-front.jpg", "Categories": JEANS_PATHS},
-    {"ProductID": JEANS_ID, "SKU": "JEANS-34-BLUE", "ProductName": "Slim Jeans", "Quantity": 1, "ItemPrice": 49.99,
-     "RowTotal": 44.99, "ProductURL": "https://shop.example.com/p/slim-jeans",
+    {"ProductID": JEANS_ID, "SKU": "JEANS-34-BLUE", "ProductName": "Slim Jeans", "Quantity": 1, "ItemPrice": 44.99,
+     "OriginalItemPrice": 49.99, "RowTotal": 44.99, "ProductURL": "https://shop.example.com/p/slim-jeans",
      "ImageURL": "https://images.example.com/jeans-34-front.jpg", "Categories": JEANS_PATHS},
     # No productSlug on the line: the product's current slug; no image: no ImageURL.
     {"ProductID": SHIRT_ID, "SKU": "SHIRT-M-WHITE", "ProductName": "Linen Shirt", "Quantity": 1, "ItemPrice": 19.9,
@@ -182,7 +182,7 @@ def test_high_precision_and_fraction_digits() -> None:
     assert (event["value"], event["value_currency"]) == (370.0, "JPY")  # fractionDigits 0
     assert event["properties"]["Items"] == [
         {"ProductID": SHIRT_ID, "SKU": "SHIRT-M-WHITE", "ProductName": "Linen Shirt", "Quantity": 3,
-         "ItemPrice": 123.45, "RowTotal": 370.0, "ProductURL": "https://shop.example.com/p/linen-shirt",
+         "ItemPrice": 370 / 3, "OriginalItemPrice": 123.45, "RowTotal": 370.0, "ProductURL": "https://shop.example.com/p/linen-shirt",
          "Categories": []}]
     assert event["profile"] == {"data": {"type": "profile", "attributes": {
         "email": "hana.sato@example.com", "location": {"city": "Tokyo", "country": "JP"}}}}

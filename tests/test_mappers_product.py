@@ -73,9 +73,11 @@ def categories(*ids: str) -> dict[str, Any]:
 
 TITLE_JSON = '{"title_en-US":"Slim Fit Jeans","title_de-DE":"Slim-Fit-Jeans"}'
 SLUG_JSON = '{"slug_en-US":"slim-fit-jeans","slug_de-DE":"slim-fit-jeans-damen"}'
+MARK = {"commercetools_project_key": "shop", "commercetools_id": PRODUCT_ID}  # ours, for this project
 MASTER_METADATA = {
     "title_json": TITLE_JSON,
     "slug_json": SLUG_JSON,
+    **MARK,
     "price_json": '{"price_EUR":69.95,"price_USD":99.0,"price_CHF":95.0,"price_DE":87.95,"price_US":97.5,'
                   '"price_CH":95.0}',
     "currency_json": '{"currency_DE":"EUR","currency_US":"USD","currency_CH":"CHF"}',
@@ -151,7 +153,7 @@ def test_variant_without_images_high_precision_price_and_no_channel_stock() -> N
     assert data["attributes"] == {
         **TEXTS, "price": 89.9499, "inventory_quantity": 5, "inventory_policy": 1,
         "image_full_url": FRONT,  # no image of its own: the product's first image
-        "custom_metadata": {"title_json": TITLE_JSON, "slug_json": SLUG_JSON,
+        "custom_metadata": {"title_json": TITLE_JSON, "slug_json": SLUG_JSON, **MARK,
                             "price_json": '{"price_EUR":89.9499,"price_USD":95.0}'},
         "published": True,
     }
@@ -163,7 +165,7 @@ def test_untracked_variant_without_current_price() -> None:
     assert attributes["price"] == 0  # only a future price and a customer-group price
     assert (attributes["inventory_quantity"], attributes["inventory_policy"]) == (0, 0)  # not tracked: not hidden
     assert attributes["image_full_url"] == "https://images.example.com/jeans/slim-blue-36.jpg"
-    assert attributes["custom_metadata"] == {"title_json": TITLE_JSON, "slug_json": SLUG_JSON}
+    assert attributes["custom_metadata"] == {"title_json": TITLE_JSON, "slug_json": SLUG_JSON, **MARK}
     check("POST", "/api/catalog-variants", {"data": data})
 
 

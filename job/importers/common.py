@@ -12,7 +12,7 @@ from job.state import ImportRecord
 from shared.bulk import MAX_CATALOG, JobResult, chunks
 from shared.commercetools import literal
 from shared.errors import redact
-from shared.klaviyo import CATALOG_PATHS, catalog_id
+from shared.klaviyo import CATALOG_PATHS, catalog_id, filter_string
 
 CATALOG_PREFIX = catalog_id("")
 T = TypeVar("T")
@@ -89,23 +89,58 @@ def existing_catalog_ids(job: JobContext, kind: str, external_ids: Iterable[str]
     """Which of these catalog objects Klaviyo has already (by external id)."""
     found: set[str] = set()
     for chunk in chunks(sorted(set(external_ids)), MAX_CATALOG):
-        ids = ",".join(f'"{catalog_id(i)}"' for i in chunk)
+        ids = ",".join(filter_string(catalog_id(i)) for i in chunk)
         body = job.context.klaviyo.request("GET", CATALOG_PATHS[kind], params={
             "filter": f"any(ids,[{ids}])", f"fields[catalog-{kind}]": "external_id"})
         found.update(d["id"].removeprefix(CATALOG_PREFIX) for d in body.get("data", []))
     return found
 
 
-def klaviyo_page(job: JobContext, kind: str, cursor: str | None) -> tuple[list[str], str | None]:
-    """One page of Klaviyo catalog ids of ours (`$custom:::$default:::` removed) and the next cursor.
+def klaviyo_page(job: JobContext, kind: str, cursor: str | None, fields: str = "external_id",
+                 ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """One page of Klaviyo catalog objects under our id scheme, as (external id, attributes), and the next cursor.
 
-    Pages hold `job.pageSize` objects (at most Klaviyo's 100), like the commercetools pages.
+    Pages hold `job.pageSize` objects (at most Klaviyo's 100), like the commercetools pages. Objects of other
+    integrations (other id prefixes) are left out; whether one of the others is ours is for the caller to decide.
     """
-    params = {f"fields[catalog-{kind}]": "external_id", "page[size]": str(min(job.page_size, MAX_CATALOG))}
+    params = {f"fields[catalog-{kind}]": fields, "page[size]": str(min(job.page_size, MAX_CATALOG))}
     if cursor:
         params["page[cursor]"] = cursor
     body = job.context.klaviyo.request("GET", CATALOG_PATHS[kind], params=params)
-    ids = [d["id"].removeprefix(CATALOG_PREFIX) for d in body.get("data", []) if d["id"].startswith(CATALOG_PREFIX)]
+    rows = [(d["id"].removeprefix(CATALOG_PREFIX), d.get("attributes") or {}) for d in body.get("data", [])
+            if d["id"].startswith(CATALOG_PREFIX)]
     next_link = (body.get("links") or {}).get("next")
     next_cursor = parse_qs(urlparse(next_link).query).get("page[cursor]", [None])[0] if next_link else None
-    return ids, next_cursor
+    return rows, next_cursor
+
+
+def clean_up(job: JobContext, record: ImportRecord, kind: str, *, fields: str,
+             ours: Callable[[list[tuple[str, dict[str, Any]]]], list[str]],
+             alive: Callable[[list[str]], set[str]] | None,
+             delete: Callable[[list[str]], JobResult]) -> bool:
+    """One page of a clean-up (after an import) or of `deleteAll` (`alive` None): Klaviyo's catalog objects of this
+    kind, page by page (`checkpoint.cursor`); of those that are ours (`ours`, see `shared.ownership`), the ones
+    commercetools no longer has (`alive`) are removed with `delete`. True when the last page was done.
+
+    After a page where something was deleted, the same position is read again (what followed has moved up); a
+    page with nothing to delete, or whose deletions all failed (counted, and named in the errors), is passed
+    over. A dry run deletes nothing and so follows the cursor.
+    """
+    rows, cursor = klaviyo_page(job, kind, record.checkpoint.get("cursor"), fields)
+    mine = ours(rows) if rows else []
+    if alive is None:
+        record.counts["read"] += len(mine)
+    living = alive(mine) if alive is not None and mine else set()
+    gone = [i for i in mine if i not in living]
+    if gone:
+        result = delete(gone)
+        count(record, result)
+        if result.completed and not job.dry_run:
+            return False
+    record.checkpoint["cursor"] = cursor
+    return cursor is None
+
+
+def catalog_jobs(job: JobContext, kind: str, action: str, data: list[dict[str, Any]]) -> list[str]:
+    """Catalog bulk jobs of `action` for these payloads, 100 a job."""
+    return [job.sender.catalog_job(kind, action, chunk) for chunk in chunks(data, MAX_CATALOG)]

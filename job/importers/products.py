@@ -3,10 +3,12 @@
 Phases kept in the checkpoint:
 - `upsert`: a page of published products → item create/update jobs, awaited (an item exists before its
   variants), then variant delete (SKUs gone), update and create jobs;
-- `reconcile`: Klaviyo's items page by page; items whose product is gone or unpublished lose their variants,
-  then themselves;
-- `deleteAll` (with confirmation): every variant, then every item.
-The payloads are the realtime path's (`shared.mappers.product`).
+- `reconcile`: Klaviyo's items page by page; items of ours whose product is gone or unpublished lose their
+  variants, then themselves;
+- `deleteAll` (with confirmation): every item of ours, its variants first.
+Ours: items carrying this project's mark in their `custom_metadata` (`shared.ownership`), and the variants of
+those items. The payloads are the realtime path's (`shared.mappers.product`), mark included, so an upsert adopts
+an unmarked item an earlier deployment of the reference plugin wrote.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from job.importers.categories import delete_all
-from job.importers.common import count, existing_catalog_ids, filtered, klaviyo_page, mapped, next_page
+from job.importers.common import catalog_jobs, clean_up, count, existing_catalog_ids, filtered, mapped, next_page
 from job.runner import JobContext
 from job.state import ImportRecord
-from shared.bulk import MAX_CATALOG, chunks
+from shared.bulk import JobResult
 from shared.commercetools import literal
 from shared.klaviyo import catalog_id
 from shared.mappers.product import item_create, item_update, split_variants, variant_create, variant_update
+from shared.ownership import is_marked
 from shared.processors.products import klaviyo_variant_skus
 
 EXPAND = ("masterData.current.categories[*]", "masterData.current.categories[*].ancestors[*]")
@@ -30,14 +32,12 @@ PUBLISHED = "masterData(published = true)"
 
 def step(job: JobContext, record: ImportRecord) -> bool:
     if record.request.get("deleteAll"):
-        return _delete_everything(job, record)
+        if record.checkpoint.get("phase") == "variants":  # a deleteAll begun by an earlier version: start over
+            record.checkpoint = {}
+        return _clean_up(job, record, everything=True)
     if record.checkpoint.get("phase", "upsert") == "upsert":
         return _upsert(job, record)
-    return _reconcile(job, record)
-
-
-def _jobs(job: JobContext, kind: str, action: str, data: list[dict[str, Any]]) -> list[str]:
-    return [job.sender.catalog_job(kind, action, chunk) for chunk in chunks(data, MAX_CATALOG)]
+    return _clean_up(job, record, everything=False)
 
 
 def _upsert(job: JobContext, record: ImportRecord) -> bool:
@@ -55,8 +55,8 @@ def _upsert(job: JobContext, record: ImportRecord) -> bool:
         return item, variants, len(without_sku)
 
     built = mapped(record, "product", page, build)  # a product that cannot be mapped is left as it is
-    items = _jobs(job, "item", "create", [item for p, (item, _, _) in built if p["id"] not in existing])
-    items += _jobs(job, "item", "update", [item for p, (item, _, _) in built if p["id"] in existing])
+    items = catalog_jobs(job, "item", "create", [item for p, (item, _, _) in built if p["id"] not in existing])
+    items += catalog_jobs(job, "item", "update", [item for p, (item, _, _) in built if p["id"] in existing])
     count(record, job.sender.wait(items))
 
     wanted: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -66,9 +66,9 @@ def _upsert(job: JobContext, record: ImportRecord) -> bool:
     gone = [{"id": catalog_id(sku)} for product_id in sorted(p["id"] for p, _ in built if p["id"] in existing)
             for sku in klaviyo_variant_skus(job.context.klaviyo, product_id) if sku not in wanted]
     present = existing_catalog_ids(job, "variant", wanted)
-    jobs = _jobs(job, "variant", "delete", gone)
-    jobs += _jobs(job, "variant", "update", [update for sku, (_, update) in wanted.items() if sku in present])
-    jobs += _jobs(job, "variant", "create", [create for sku, (create, _) in wanted.items() if sku not in present])
+    jobs = catalog_jobs(job, "variant", "delete", gone)
+    jobs += catalog_jobs(job, "variant", "update", [u for sku, (_, u) in wanted.items() if sku in present])
+    jobs += catalog_jobs(job, "variant", "create", [c for sku, (c, _) in wanted.items() if sku not in present])
     count(record, job.sender.wait(jobs))
     if not last:
         return False
@@ -78,27 +78,23 @@ def _upsert(job: JobContext, record: ImportRecord) -> bool:
     return False
 
 
-def _reconcile(job: JobContext, record: ImportRecord) -> bool:
-    ids, cursor = klaviyo_page(job, "item", record.checkpoint.get("cursor"))
-    if ids:
+def _clean_up(job: JobContext, record: ImportRecord, *, everything: bool) -> bool:
+    """The items of ours whose product is no longer published (`everything`: all of ours, for `deleteAll`), each
+    with its variants first (Klaviyo keeps no variant without its item)."""
+    project = job.context.settings.commercetools.project_key
+
+    def ours(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        return [i for i, attributes in rows if is_marked(attributes, project)]
+
+    def alive(ids: list[str]) -> set[str]:
         quoted = ", ".join(literal(i) for i in ids)
-        alive = {p["id"] for p in job.context.commercetools.query(
+        return {p["id"] for p in job.context.commercetools.query(
             "products", where=[f"id in ({quoted})", PUBLISHED], limit=len(ids))}
-        gone = [i for i in ids if i not in alive]
-        variants = [{"id": catalog_id(sku)} for i in gone for sku in klaviyo_variant_skus(job.context.klaviyo, i)]
-        count(record, job.sender.wait(_jobs(job, "variant", "delete", variants)))
-        result = job.sender.wait(_jobs(job, "item", "delete", [{"id": catalog_id(i)} for i in gone]))
-        count(record, result)
-        if result.completed and not job.dry_run:
-            return False  # what was deleted shifted the items after it: read this position again
-    record.checkpoint["cursor"] = cursor
-    return cursor is None
 
+    def delete(ids: list[str]) -> JobResult:
+        variants = [{"id": catalog_id(sku)} for i in ids for sku in klaviyo_variant_skus(job.context.klaviyo, i)]
+        count(record, job.sender.wait(catalog_jobs(job, "variant", "delete", variants)))
+        return job.sender.wait(catalog_jobs(job, "item", "delete", [{"id": catalog_id(i)} for i in ids]))
 
-def _delete_everything(job: JobContext, record: ImportRecord) -> bool:
-    """Variants first (phase `variants`), then items: Klaviyo keeps no variant without its item."""
-    if record.checkpoint.get("phase", "variants") == "variants":
-        if delete_all(job, record, "variant"):
-            record.checkpoint = {"phase": "items"}
-        return False
-    return delete_all(job, record, "item")
+    return clean_up(job, record, "item", fields="external_id,custom_metadata", ours=ours,
+                    alive=None if everything else alive, delete=delete)

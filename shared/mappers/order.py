@@ -55,7 +55,8 @@ MAX_PROPERTIES_BYTES = 4_500_000  # of Klaviyo's 5 MB per event, leaving room fo
 
 # Properties we compute: kept first when an event must be cut down to Klaviyo's limits.
 OWN_KEYS = ("OrderId", "Store", "ItemNames", "Categories", "Items", "TransactionId", "RefundedTotal",
-            "ProductID", "SKU", "ProductName", "Quantity", "ItemPrice", "RowTotal", "ProductURL", "ImageURL")
+            "ProductID", "SKU", "ProductName", "Quantity", "ItemPrice", "OriginalItemPrice", "RowTotal",
+            "ProductURL", "ImageURL")
 
 
 # --- profile ------------------------------------------------------------------------------------------------
@@ -178,8 +179,7 @@ class OrderEvents:
             "SKU": variant.get("sku"),
             "ProductName": localized(line.get("name"), locale),
             "Quantity": line.get("quantity"),
-            "ItemPrice": _money((line.get("price") or {}).get("value")),
-            "RowTotal": _money(line.get("totalPrice")),
+            **_line_prices(line),
             "ProductURL": product_url(settings.product_url_template, _slug(line, product, locale)),
             "ImageURL": images[0].get("url") if images else None,
             "Categories": self.product_categories(product_id),
@@ -524,6 +524,21 @@ def _compact_size(value: Any) -> int:
     except RecursionError:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return len(text) if text.isascii() else len(text.encode())
+
+
+def _line_prices(line: dict[str, Any]) -> dict[str, Any]:
+    """`ItemPrice`: the unit price actually paid, after product and cart discounts (`totalPrice / quantity`), so
+    that ItemPrice × Quantity = RowTotal; `OriginalItemPrice`: the list price (`price.value`), only when it differs.
+    A line without a total or quantity falls back on the list price."""
+    listed = _money((line.get("price") or {}).get("value"))
+    total, quantity = line.get("totalPrice"), line.get("quantity")
+    if not total or type(quantity) is not int or quantity <= 0:
+        return {"ItemPrice": listed, "RowTotal": _money(total)}
+    paid = _money(total)
+    prices = {"ItemPrice": paid / quantity, "RowTotal": paid}
+    if abs(listed * quantity - paid) > 1e-9 * max(1.0, abs(paid)):
+        prices["OriginalItemPrice"] = listed
+    return prices
 
 
 def _money(amount: dict[str, Any] | None) -> float:

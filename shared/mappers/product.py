@@ -25,6 +25,7 @@ from shared.config import Settings
 from shared.klaviyo import catalog_id
 from shared.mappers.links import product_url
 from shared.mappers.localize import localized, money
+from shared.ownership import mark
 from shared.stores import settings_for
 
 CATALOG = {"integration_type": "$custom", "catalog_type": "$default"}
@@ -233,11 +234,13 @@ def _count(stock: Json) -> int:
 
 def custom_metadata(product: Json, variant: Json, settings: Settings, now: datetime) -> Json:
     """Klaviyo's flat metadata: JSON strings `title_json`, `slug_json` (every locale) and, when the variant has
-    current prices, `price_json` (and `currency_json` when a price names a country)."""
+    current prices, `price_json` (and `currency_json` when a price names a country); and our ownership mark
+    (`shared.ownership`: this project's key and the product id), so that a clean-up deletes only what is ours."""
     current = current_data(product)
     metadata = {
         "title_json": _json(_per_locale("title", current.get("name"))),
         "slug_json": _json(_per_locale("slug", current.get("slug"))),
+        **mark(settings.commercetools.project_key, product["id"]),
     }
     amounts, currencies = price_maps(variant.get("prices"), settings.preferred_currency, now)
     if amounts:

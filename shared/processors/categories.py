@@ -1,4 +1,8 @@
-"""Category messages and changes → Klaviyo catalog categories."""
+"""Category messages and changes → Klaviyo catalog categories.
+
+Every category written is marked as ours first (`shared.ownership`: Klaviyo keeps no metadata on categories), so
+that the bulk clean-up may delete it once commercetools no longer has it; a deletion removes the mark too.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from shared.config import Settings
 from shared.klaviyo import catalog_id
 from shared.mappers.category import category_create, category_update
 from shared.messages import Notification
+from shared.ownership import forget_categories, record_category
 from shared.processors import Context, Processor, change
 
 log = logging.getLogger(__name__)
@@ -18,6 +23,7 @@ def _sync(notification: Notification, context: Context, *, create_first: bool) -
     if category is None:
         return "category no longer exists in commercetools"
     locale = context.settings.preferred_locale
+    record_category(context.commercetools, category["id"])
     context.klaviyo.upsert_catalog(
         "category", category_create(category, locale),
         category_update(category, catalog_id(category["id"]), locale), create_first=create_first)
@@ -30,9 +36,9 @@ def _created_accepts(notification: Notification, settings: Settings) -> bool:
 
 
 def _deleted(notification: Notification, context: Context) -> str | None:
-    if not context.klaviyo.delete_catalog("category", notification.resource_id):
-        return "category was not in Klaviyo"
-    return None
+    found = context.klaviyo.delete_catalog("category", notification.resource_id)
+    forget_categories(context.commercetools, [notification.resource_id])
+    return None if found else "category was not in Klaviyo"
 
 
 PROCESSORS = (

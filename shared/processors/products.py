@@ -8,8 +8,9 @@ all writes at once, so variant creates failed while their new item did not exist
 Variant writes (deletes plus upserts) are single calls while there are at most `REALTIME_VARIANT_WRITES` of them;
 beyond that they go as bulk jobs (delete, update, create; 100 per job), so one delivery stays within its time
 budget and Klaviyo's catalog rate limit (a product with 100 variants would otherwise need 100+ sequential calls,
-overrun the budget and be redelivered forever). The jobs are not awaited: a variant a job fails on shows only in
-Klaviyo's job status, and the next publication of the product tries it again.
+overrun the budget and be redelivered forever). The jobs are awaited within the delivery's time budget: a failed
+job makes the delivery a dead letter with Klaviyo's reason; jobs still processing when the budget runs out are
+checked by the job application's next scheduled run (`shared.pending_jobs`).
 
 ProductUnpublished / product ResourceDeleted: delete the item's variants (listed from Klaviyo), then the item.
 An unpublish is skipped when commercetools says the product is published again (a late, out-of-order message).
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlparse
 
-from shared.bulk import MAX_CATALOG, catalog_job_body, chunks
+from shared.bulk import MAX_CATALOG, catalog_job_body, check_jobs, chunks
 from shared.config import Settings
 from shared.errors import NotFound
 from shared.klaviyo import Klaviyo, catalog_id
@@ -36,6 +37,7 @@ from shared.mappers.product import (
     variant_update,
 )
 from shared.messages import Notification
+from shared.pending_jobs import remember
 from shared.processors import Context, Processor, change
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 RESOURCE = "product"
 EXPAND = ("masterData.current.categories[*].ancestors[*]",)
 REALTIME_VARIANT_WRITES = 20  # more variant writes than this in one delivery → bulk jobs
+RESERVE_SECONDS = 1.5  # of the delivery's budget, kept to record a dead letter or the pending jobs
 MAX_VARIANT_PAGES = 50  # 5,000 variants: far above commercetools' 100 variants per product
 PREFIX = catalog_id("")
 
@@ -78,27 +81,44 @@ def _next_cursor(body: dict[str, Any]) -> str | None:
     return (parse_qs(urlparse(link).query).get("page[cursor]") or [None])[0]
 
 
-def delete_variants(klaviyo: Klaviyo, skus: Sequence[str]) -> None:
-    """Delete these Klaviyo variants: one call each (404 is fine), or delete jobs when there are many."""
+def delete_variants(klaviyo: Klaviyo, skus: Sequence[str]) -> list[str]:
+    """Delete these Klaviyo variants: one call each (404 is fine), or delete jobs when there are many (returned)."""
     if len(skus) > REALTIME_VARIANT_WRITES:
-        _send_jobs(klaviyo, "delete", [catalog_ref("variant", s) for s in skus])
-        return
+        return _send_jobs(klaviyo, "delete", [catalog_ref("variant", s) for s in skus])
     for sku in skus:
         klaviyo.delete_catalog("variant", sku)
+    return []
 
 
-def _send_jobs(klaviyo: Klaviyo, action: str, data: list[dict[str, Any]]) -> None:
+def _send_jobs(klaviyo: Klaviyo, action: str, data: list[dict[str, Any]]) -> list[str]:
+    """The bulk jobs, named `<type>:<id>` as `shared.bulk` polls them."""
+    jobs = []
     for chunk in chunks(data, MAX_CATALOG):
         # A repeated create job only fails its duplicates; updates and deletes are idempotent.
-        klaviyo.request("POST", f"/api/catalog-variant-bulk-{action}-jobs",
-                        body=catalog_job_body("variant", action, chunk), safe_to_retry=action != "create")
+        body = klaviyo.request("POST", f"/api/catalog-variant-bulk-{action}-jobs",
+                               body=catalog_job_body("variant", action, chunk), safe_to_retry=action != "create")
+        jobs.append(f"catalog-variant-bulk-{action}:{body['data']['id']}")
+    return jobs
+
+
+def settle(notification: Notification, context: Context, jobs: list[str], what: str, processor: str) -> None:
+    """Await a delivery's bulk jobs (see the module docstring): `BulkJobFailed` when one failed; those still
+    processing at the end of the budget are remembered for the next scheduled job run."""
+    if not jobs:
+        return
+    pending = check_jobs(context.klaviyo, jobs, what, reserve=RESERVE_SECONDS)
+    if pending:
+        log.info("bulk jobs still processing at the end of the time budget; the next job run checks them",
+                 extra={"jobs": len(pending), "resource_id": notification.resource_id})
+        remember(context.commercetools, notification, pending, what, [processor])
 
 
 # --- sync -----------------------------------------------------------------------------------------------------
 
 
-def sync_product(product: dict[str, Any], context: Context, now: datetime | None = None) -> None:
-    """Item upsert, then deletes of gone variants, then variant upserts (see the module docstring)."""
+def sync_product(product: dict[str, Any], context: Context, now: datetime | None = None) -> list[str]:
+    """Item upsert, then deletes of gone variants, then variant upserts (see the module docstring); the bulk jobs
+    sent, if any, for the caller to await."""
     now = now or datetime.now(UTC)
     settings, klaviyo, product_id = context.settings, context.klaviyo, product["id"]
     with_sku, without_sku = split_variants(product)
@@ -109,30 +129,33 @@ def sync_product(product: dict[str, Any], context: Context, now: datetime | None
     wanted = {v["sku"]: v for v in with_sku}
     gone = sorted(existing - wanted.keys())
     if len(gone) + len(wanted) > REALTIME_VARIANT_WRITES:
-        _variant_jobs(product, wanted, existing, gone, settings, klaviyo, now)
-        return
+        return _variant_jobs(product, wanted, existing, gone, settings, klaviyo, now)
     for sku in gone:
         klaviyo.delete_catalog("variant", sku)
     for sku, variant in wanted.items():
         klaviyo.upsert_catalog("variant", variant_create(product, variant, settings, now),
                                variant_update(product, variant, settings, now), create_first=sku not in existing)
+    return []
 
 
 def _variant_jobs(product: dict[str, Any], wanted: dict[str, dict[str, Any]], existing: set[str],
-                  gone: list[str], settings: Settings, klaviyo: Klaviyo, now: datetime) -> None:
+                  gone: list[str], settings: Settings, klaviyo: Klaviyo, now: datetime) -> list[str]:
     log.info("product %s: %d variants to write, %d to delete: sending bulk jobs", product["id"], len(wanted),
              len(gone))
-    _send_jobs(klaviyo, "delete", [catalog_ref("variant", s) for s in gone])
-    _send_jobs(klaviyo, "update", [variant_update(product, v, settings, now)
-                                   for sku, v in wanted.items() if sku in existing])
-    _send_jobs(klaviyo, "create", [variant_create(product, v, settings, now)
-                                   for sku, v in wanted.items() if sku not in existing])
+    jobs = _send_jobs(klaviyo, "delete", [catalog_ref("variant", s) for s in gone])
+    jobs += _send_jobs(klaviyo, "update", [variant_update(product, v, settings, now)
+                                           for sku, v in wanted.items() if sku in existing])
+    jobs += _send_jobs(klaviyo, "create", [variant_create(product, v, settings, now)
+                                           for sku, v in wanted.items() if sku not in existing])
+    return jobs
 
 
-def remove_product(product_id: str, context: Context) -> str | None:
-    """Delete the item's variants, then the item; a reason when Klaviyo did not have the item."""
-    klaviyo = context.klaviyo
-    delete_variants(klaviyo, klaviyo_variant_skus(klaviyo, product_id))
+def remove_product(notification: Notification, context: Context, processor: str) -> str | None:
+    """Delete the item's variants (awaited when they go as bulk jobs), then the item; a reason when Klaviyo did
+    not have the item."""
+    klaviyo, product_id = context.klaviyo, notification.resource_id
+    jobs = delete_variants(klaviyo, klaviyo_variant_skus(klaviyo, product_id))
+    settle(notification, context, jobs, f"variant deletions of product {product_id}", processor)
     if not klaviyo.delete_catalog("item", product_id):
         return "item was not in Klaviyo"
     return None
@@ -154,7 +177,8 @@ def _published(notification: Notification, context: Context) -> str | None:
     reason = guard.stale_reason(RESOURCE, product_id, product.get("version"))
     if reason:
         return reason
-    sync_product(product, context)
+    jobs = sync_product(product, context)
+    settle(notification, context, jobs, f"variant writes of product {product_id}", "ProductPublished")
     guard.applied(RESOURCE, product_id, product.get("version"))
     return None
 
@@ -167,13 +191,13 @@ def _unpublished(notification: Notification, context: Context) -> str | None:
     product = context.commercetools.find("products", product_id)
     if product is not None and (product.get("masterData") or {}).get("published"):
         return f"product is published again (version {product.get('version')}): not removed"
-    reason = remove_product(product_id, context)
+    reason = remove_product(notification, context, "ProductUnpublished")
     guard.applied(RESOURCE, product_id, notification.resource_version)
     return reason
 
 
 def _deleted(notification: Notification, context: Context) -> str | None:
-    reason = remove_product(notification.resource_id, context)
+    reason = remove_product(notification, context, "ProductResourceDeleted")
     context.versions.applied(RESOURCE, notification.resource_id, notification.resource_version)
     return reason
 

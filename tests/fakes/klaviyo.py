@@ -415,6 +415,11 @@ class FakeKlaviyo:
         with self._lock:
             self._faults.append(_Fault(method.upper(), pattern, status, times, headers, body, delay))
 
+    def clear_faults(self) -> None:
+        """Drop the injected answers still queued."""
+        with self._lock:
+            self._faults.clear()
+
     @property
     def faults_pending(self) -> int:
         """How many injected answers are still queued."""
@@ -462,6 +467,16 @@ class FakeKlaviyo:
             self.profiles[pid] = {k: v for k, v in attributes.items() if v is not None}
             self._stamps[("profile", pid)] = (_now(), _now())
             return pid
+
+    def add_catalog(self, kind: str, catalog_id: str, attributes: dict[str, Any],
+                    relationships: dict[str, Any] | None = None) -> None:
+        """Seed a catalog object (``kind``: item, variant, category) as another source may have written it: any
+        id (``$custom:::$default:::...``, ``$shopify:::$default:::...``), any attributes (with or without
+        ``custom_metadata``); it is listed, filtered and paged like the others."""
+        with self._lock:
+            self._store(kind)[catalog_id] = {"attributes": json.loads(json.dumps(attributes)),
+                                             "relationships": json.loads(json.dumps(relationships or {}))}
+            self._stamp(kind, catalog_id, created=True)
 
     def recorded_events(self) -> list[dict[str, Any]]:
         """`events` as Klaviyo keeps them: a repeated unique_id for the same profile and metric counts once.

@@ -1,0 +1,39 @@
+"""Klaviyo bulk jobs of a realtime delivery that were still processing when its time budget ran out.
+
+A realtime write that goes through bulk jobs (a product's many variants) is awaited within the delivery's time
+budget: a failed job makes the delivery a dead letter with Klaviyo's reason (`shared.bulk.check_jobs`). Jobs still
+processing then are remembered here (commercetools custom objects, with the notification) and the delivery is
+acknowledged, since Klaviyo accepted the work; the job application's next scheduled run checks them
+(`job.pending`): a failed job then becomes a dead letter, a finished one is forgotten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.commercetools import Commercetools
+from shared.messages import Notification
+
+CONTAINER = "klaviyo-connector-pending-jobs"
+_MAX_MESSAGE_BYTES = 200_000
+
+
+def remember(commercetools: Commercetools, notification: Notification, jobs: list[str], what: str,
+             processors: list[str]) -> None:
+    value: dict[str, Any] = {
+        "messageId": notification.id, "jobs": jobs, "what": what, "processors": processors,
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if len(str(notification.payload)) < _MAX_MESSAGE_BYTES:
+        value["notification"] = notification.payload
+    commercetools.put_custom_object(CONTAINER, key_for(notification.id), value)
+
+
+def key_for(message_id: str) -> str:
+    return "sha256-" + hashlib.sha256(message_id.encode()).hexdigest()
+
+
+def entries(commercetools: Commercetools) -> list[dict[str, Any]]:
+    return [{**o["value"], "key": o["key"], "version": o["version"]} for o in commercetools.custom_objects(CONTAINER)]
