@@ -118,6 +118,7 @@ def test_a_body_at_the_limit_is_processed(event_app: TestClient, ct: FakeCommerc
 @pytest.mark.parametrize("before", ["yesterday", "2026-13-01", "01/06/2026", "2026-06-01T25:00:00Z", "", "now"])
 def test_purge_refuses_what_is_not_iso_8601(event_app: TestClient, ct: FakeCommercetools, klaviyo: FakeKlaviyo,
                                             cli: Cli, before: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ct.add("customers", fixture("customer"))
     klaviyo.fail_next("POST", r"/api/profile-import", 400)
     notification = message("customer", CUSTOMER_ID, "CustomerCreated", customer=fixture("customer"))
     assert event_app.post("/", json=pubsub(notification)).status_code == 202
@@ -130,6 +131,7 @@ def test_purge_refuses_what_is_not_iso_8601(event_app: TestClient, ct: FakeComme
 
 def test_purge_compares_times_not_strings(event_app: TestClient, ct: FakeCommercetools, klaviyo: FakeKlaviyo,
                                           cli: Cli) -> None:
+    ct.add("customers", fixture("customer"))
     klaviyo.fail_next("POST", r"/api/profile-import", 400)
     notification = message("customer", CUSTOMER_ID, "CustomerCreated", customer=fixture("customer"))
     assert event_app.post("/", json=pubsub(notification)).status_code == 202

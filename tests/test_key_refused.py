@@ -33,6 +33,7 @@ def dead_letters(ct: FakeCommercetools) -> list[str]:
 def test_a_refused_key_is_an_outage_not_a_dead_letter(event_app: TestClient, ct: FakeCommercetools,
                                                       klaviyo: FakeKlaviyo, status: int,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ct.add("customers", fixture("customer"))
     assert event_app.get("/health").json()["klaviyo"] == "ok"
     klaviyo.fail_next("*", r"/api/.*", status, times=1000)
     answers = [event_app.post("/", json=pubsub(created())).status_code for _ in range(5)]
