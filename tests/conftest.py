@@ -48,7 +48,8 @@ def klaviyo_server() -> Iterator[HTTPServer]:
 @pytest.fixture
 def ct(ct_server: HTTPServer) -> FakeCommercetools:
     ct_server.clear()
-    fake = FakeCommercetools(project_key=PROJECT, client_id=CT_CLIENT_ID, client_secret=CT_SECRET)
+    fake = FakeCommercetools(project_key=PROJECT, client_id=CT_CLIENT_ID, client_secret=CT_SECRET,
+                             check_shapes=True)
     attach(fake, ct_server)
     return fake
 
