@@ -50,6 +50,10 @@ UNDECLARED_BY_THE_SDK: frozenset[tuple[str, str, str]] = frozenset({
 
 _lock = threading.Lock()
 
+# Message fields that hold a whole resource (OrderCreated's ``order``, ...): the resource's allowances apply there.
+_EMBEDDED = {"order": "Order", "customer": "Customer", "category": "Category", "payment": "Payment",
+             "productProjection": "ProductProjection", "inventoryEntry": "InventoryEntry"}
+
 # Keys of a subscription's Message delivery (Platform format) that are not fields of the message itself.
 _DELIVERY_KEYS = ("notificationType", "projectKey", "payloadNotIncluded")
 
@@ -113,9 +117,18 @@ def check_model(name: str, obj: Any) -> list[str]:
     except (TypeError, ValueError, AttributeError) as error:  # the SDK fails this way on some wrong shapes
         return [f"body: the SDK's model cannot load it ({type(error).__name__}: {error})"]
     out: list[str] = []
-    _compare(obj, kept, "", out, lambda where, key: (name, where, key) in UNDECLARED_BY_THE_SDK
-             or ("*", where, key) in UNDECLARED_BY_THE_SDK)
+    _compare(obj, kept, "", out, lambda where, key: _undeclared(name, where, key))
     return out
+
+
+def _undeclared(model: str, where: str, key: str) -> bool:
+    """Whether ``key`` of the object at ``where`` in a ``model`` is one of `UNDECLARED_BY_THE_SDK`."""
+    places = [(model, where)]
+    head, _, rest = where.partition(".")
+    if model.endswith("Message") and head in _EMBEDDED:
+        places.append((_EMBEDDED[head], rest))
+    return any((m, path, key) in UNDECLARED_BY_THE_SDK or ("*", path, key) in UNDECLARED_BY_THE_SDK
+               for m, path in places)
 
 
 def _flatten(messages: Any, path: str) -> list[tuple[str, str]]:
