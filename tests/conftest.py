@@ -59,7 +59,7 @@ def klaviyo(klaviyo_server: HTTPServer) -> Iterator[FakeKlaviyo]:
     klaviyo_server.clear()
     fake = FakeKlaviyo(klaviyo_server)
     yield fake
-    fake.assert_valid()  # every request the connector sent matched Klaviyo's OpenAPI
+    fake.assert_valid()  # every request the connector sent matched the klaviyo-api SDK models
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Bulk imports end to end: commercetools and Klaviyo are local HTTP servers (Klaviyo's requests are checked
-against its OpenAPI), the job service reads pages, sends them and checkpoints, as the scheduler would run it."""
+against the klaviyo-api SDK models), the job service reads pages, sends them and checkpoints, as the scheduler
+would run it."""
 
 from __future__ import annotations
 
