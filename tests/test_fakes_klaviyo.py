@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pytest_httpserver import HTTPServer
 
 from shared.config import KLAVIYO_REVISION
-from tests.fakes.klaviyo import FakeKlaviyo, Headers, parse_filter
+from tests.fakes.klaviyo import _FILTERS, _PLURAL, FakeKlaviyo, Headers, parse_filter
 from tests.fakes.klaviyo_sdk import REVISION, SdkValidator, iter_operations, load_validator, sdk_revision
 
 HEADERS = {
@@ -348,6 +348,17 @@ def test_validator_maps_every_operation_with_a_body_to_its_model(validator: SdkV
         assert validator.validate(op.method, path, {"data": {}}), op.operation_id
     assert all(op.rate_limit for op in iter_operations(validator))
     assert load_validator() is load_validator()
+
+
+def test_the_stand_ins_filters_are_those_the_sdk_documents(validator: SdkValidator) -> None:
+    """The stand-in refuses a `filter` Klaviyo would refuse: its table of fields and operators (what it can
+    evaluate) stays within what the SDK documents for each collection."""
+    for kind, allowed in _FILTERS.items():
+        path = "/api/profiles" if kind == "profile" else f"/api/catalog-{_PLURAL[kind]}"
+        documented = validator.find("GET", path).filters
+        assert documented, path
+        assert {f: set(ops) for f, ops in allowed.items()} == {f: set(ops) & documented.get(f, set())
+                                                               for f, ops in allowed.items()}, path
 
 
 def test_validator_is_fast_on_a_thousand_event_bulk(validator: SdkValidator) -> None:

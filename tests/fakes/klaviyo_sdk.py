@@ -38,6 +38,8 @@ _MODEL_IMPORT = re.compile(r"^from openapi_client\.models\.(\w+) import (\w+)$",
 _RATE = re.compile(r"\*Rate limits\*:<br>Burst: `([^`]+)`<br>Steady: `([^`]+)`")
 _RESPONSES = re.compile(r"_response_types_map: Dict\[str, Optional\[str\]\] = \{(.*?)\}", re.S)
 _ANNOTATED = re.compile(r"Annotated\[(\w+),")
+_FILTER_DOC = re.compile(r"filter: Annotated\[.*?Allowed field\(s\)/operator\(s\):<br>(.*?)\"\)\]")
+_FILTER_FIELD = re.compile(r"`([^`]+)`: ((?:`[^`]+`(?:, )?)+)")
 
 
 def sdk_revision() -> str:
@@ -92,6 +94,7 @@ class Operation:
     responses: dict[str, str | None] = field(default_factory=dict, compare=False)  # status → model name
     response_modules: dict[str, str] = field(default_factory=dict, compare=False)
     rate_limit: dict[str, str] | None = field(default=None, compare=False)
+    filters: dict[str, frozenset[str]] = field(default_factory=dict, compare=False)  # field → operators allowed
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -127,6 +130,9 @@ def _read_operations(root: Path) -> list[Operation]:
                 if body_model not in modules:
                     raise ValueError(f"klaviyo-api: {name} takes {text!r}, not a model")
             rate = _RATE.search(public.group(0))
+            filter_doc = _FILTER_DOC.search(public.group(0))
+            filters = {name: frozenset(re.findall(r"`([^`]+)`", operators))
+                       for name, operators in _FILTER_FIELD.findall(filter_doc.group(1))} if filter_doc else {}
             responses_text = _RESPONSES.search(public.group(0))
             responses = dict(re.findall(r"'(\w+)': \"?(\w+)\"?", responses_text.group(1))) if responses_text else {}
             responses = {status: (None if model == "None" else model) for status, model in responses.items()}
@@ -139,6 +145,7 @@ def _read_operations(root: Path) -> list[Operation]:
                 responses=responses,
                 response_modules={m: modules[m] for m in responses.values() if m and m in modules},
                 rate_limit={"burst": rate.group(1), "steady": rate.group(2)} if rate else None,
+                filters=filters,
             ))
     return operations
 
