@@ -191,8 +191,11 @@ def validator() -> SdkValidator:
 def test_sdk_revision_is_the_connectors_revision() -> None:
     """The SDK pinned in the test extra and the revision the connector sends must not drift apart: the stand-in
     checks requests with models of the SDK's revision."""
-    assert sdk_revision() == KLAVIYO_REVISION == REVISION
+    assert sdk_revision() == KLAVIYO_REVISION == REVISION  # the revision header the SDK's client sends
     assert load_validator().revision == KLAVIYO_REVISION
+    from openapi_client.configuration import Configuration
+
+    assert f"Version of the API: {KLAVIYO_REVISION}" in Configuration().to_debug_report()  # what it was built from
     assert f"klaviyo-api=={importlib.metadata.version('klaviyo-api')}" in _test_extra()
 
 
