@@ -131,8 +131,8 @@ def _read_operations(root: Path) -> list[Operation]:
                     raise ValueError(f"klaviyo-api: {name} takes {text!r}, not a model")
             rate = _RATE.search(public.group(0))
             filter_doc = _FILTER_DOC.search(public.group(0))
-            filters = {name: frozenset(re.findall(r"`([^`]+)`", operators))
-                       for name, operators in _FILTER_FIELD.findall(filter_doc.group(1))} if filter_doc else {}
+            filters = {key: frozenset(re.findall(r"`([^`]+)`", operators))
+                       for key, operators in _FILTER_FIELD.findall(filter_doc.group(1))} if filter_doc else {}
             responses_text = _RESPONSES.search(public.group(0))
             responses = dict(re.findall(r"'(\w+)': \"?(\w+)\"?", responses_text.group(1))) if responses_text else {}
             responses = {status: (None if model == "None" else model) for status, model in responses.items()}
