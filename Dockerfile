@@ -2,13 +2,16 @@
 # unset serves both on one port. Build: docker build -t commercetools-klaviyo-connector .
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements-runtime.lock ./
+# Runtime dependencies only, every transitive version from the hashed lock (bash .ci/lock regenerates it).
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes \
+        -r requirements-runtime.lock
 COPY shared shared
 COPY event event
 COPY job job
 COPY connector connector
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check . \
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 FROM python:3.11-slim

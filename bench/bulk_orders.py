@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="orders (default 20,000)")
     parser.add_argument("--lines", type=int, default=3, help="line items per order")
     parser.add_argument("--compare", action="store_true", help="also run 5N to compare peak memory")
-    parser.add_argument("--no-validate", action="store_true", help="skip OpenAPI validation in the stand-in")
+    parser.add_argument("--no-validate", action="store_true", help="skip the SDK model check in the stand-in")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the connector's process here")
     args = parser.parse_args()
     sizes = (args.n, 5 * args.n) if args.compare else (args.n,)

@@ -5,7 +5,7 @@
 The event app runs under uvicorn in a subprocess (its own interpreter and GIL, as in production), configured as in
 production (LOG_LEVEL=INFO by default, its JSON lines discarded). Local stand-ins answer at once from this process:
 commercetools (tests/fakes/commercetools.py behind its stdlib server) and Klaviyo (tests/fakes/klaviyo.py behind
-a stdlib threading HTTP/1.1 server, OpenAPI validation off). N Pub/Sub deliveries, a realistic mix built from
+a stdlib threading HTTP/1.1 server, SDK model check off). N Pub/Sub deliveries, a realistic mix built from
 demo/sample.py, are posted with the given concurrency:
 
 - CustomerCreated (a new customer with an address and phone): 1 commercetools read (the current customer: writes

@@ -84,7 +84,8 @@ def products() -> list[dict[str, Any]]:
                             "dimensions": {"w": 1200, "h": 1600}}],
                 "attributes": [{"name": "size", "value": size}],
                 "availability": {"isOnStock": True, "availableQuantity": 10 * number,
-                                 "channels": {CHANNEL: {"isOnStock": True, "availableQuantity": 5 * number}}},
+                                 "channels": {CHANNEL: {"isOnStock": True, "availableQuantity": 5 * number,
+                                                        "id": uid("inventory", sku), "version": 2}}},
             })
         data = {
             "name": {"en-US": english, "de-DE": german},
@@ -193,6 +194,7 @@ def orders(n: int = 4, lines: int = 3, n_customers: int = len(PEOPLE)) -> Iterat
             "billingAddress": address(customer_index), "shippingAddress": address(customer_index),
             "taxMode": "Platform", "taxRoundingMode": "HalfEven", "taxCalculationMode": "LineItemLevel",
             "inventoryMode": "None", "origin": "Customer", "refusedGifts": [], "syncInfo": [],
+            "shippingMode": "Single", "shipping": [],
             "custom": {"type": ref("type", uid("type", "order")), "fields": {"giftWrap": False}},
         }
         if order["orderState"] == "Complete":
@@ -214,7 +216,8 @@ def payments() -> list[dict[str, Any]]:
 
     return [{
         "id": uid("payment", 1), "version": 4, "amountPlanned": money(total),
-        "paymentMethodInfo": {"paymentInterface": "psp", "method": "card"},
+        "paymentMethodInfo": {"paymentInterface": "psp", "method": "card"}, "paymentStatus": {},
+        "interfaceInteractions": [],
         "transactions": [transaction("Charge", total, 0), transaction("Refund", 1000, 3),
                          transaction("Refund", 2500, 5)],
         "createdAt": order["createdAt"], "lastModifiedAt": order["lastModifiedAt"],

@@ -48,7 +48,8 @@ def klaviyo_server() -> Iterator[HTTPServer]:
 @pytest.fixture
 def ct(ct_server: HTTPServer) -> FakeCommercetools:
     ct_server.clear()
-    fake = FakeCommercetools(project_key=PROJECT, client_id=CT_CLIENT_ID, client_secret=CT_SECRET)
+    fake = FakeCommercetools(project_key=PROJECT, client_id=CT_CLIENT_ID, client_secret=CT_SECRET,
+                             check_shapes=True)
     attach(fake, ct_server)
     return fake
 
@@ -58,7 +59,7 @@ def klaviyo(klaviyo_server: HTTPServer) -> Iterator[FakeKlaviyo]:
     klaviyo_server.clear()
     fake = FakeKlaviyo(klaviyo_server)
     yield fake
-    fake.assert_valid()  # every request the connector sent matched Klaviyo's OpenAPI
+    fake.assert_valid()  # every request the connector sent matched the klaviyo-api SDK models
 
 
 @pytest.fixture

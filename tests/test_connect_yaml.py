@@ -112,9 +112,10 @@ def test_applications_match_their_folders() -> None:
                                         "preUndeploy": "python -m event.deploy pre-undeploy"}
 
 
-needs_validator = pytest.mark.skipif(not (shutil.which("node") and SPEC_PACKAGE.is_dir()),
-                                     reason="node or @commercetools-connect/specification not installed "
-                                            "(.ci/run installs them)")
+needs_validator = pytest.mark.skipif(
+    not (shutil.which("node") and SPEC_PACKAGE.is_dir()),
+    reason="connect.yaml validation skipped: Node.js or commercetools' @commercetools-connect/specification is not "
+           "installed (.ci/run installs the package when npm is on PATH)")
 
 
 @needs_validator

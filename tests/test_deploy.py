@@ -112,7 +112,8 @@ def test_deployments_with_different_connect_env_do_not_collide(ct: FakeCommercet
 
 def test_pre_undeploy_deletes_exactly_what_post_deploy_created(ct: FakeCommercetools, env: dict[str, str]) -> None:
     ct.add("subscriptions", {"key": "someone-elses", "destination": DESTINATION,
-                             "messages": [{"resourceTypeId": "order", "types": []}], "changes": []})
+                             "messages": [{"resourceTypeId": "order", "types": []}], "changes": [],
+                             "format": {"type": "Platform"}, "status": "Healthy"})
     assert main(["post-deploy"], deploy_env(env)) == 0
     assert main(["pre-undeploy"], deploy_env(env)) == 0
     assert list(subscriptions(ct)) == ["someone-elses"]

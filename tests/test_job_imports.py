@@ -1,5 +1,6 @@
 """Bulk imports end to end: commercetools and Klaviyo are local HTTP servers (Klaviyo's requests are checked
-against its OpenAPI), the job service reads pages, sends them and checkpoints, as the scheduler would run it."""
+against the klaviyo-api SDK models), the job service reads pages, sends them and checkpoints, as the scheduler
+would run it."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def test_an_order_that_cannot_be_mapped_is_counted_and_named_and_the_others_are_
     good, bad, other = make_order(1), make_order(2), make_order(3)
     del bad["totalPrice"]  # no order looks like this; a mapper must not stop the import over it
     for order in (good, bad, other):
-        ct.add("orders", order)
+        ct.add("orders", order, check_shape=order is not bad)
     service = services(job_config(pageSize=3))
     service.request("orders", {})
 
@@ -145,7 +146,8 @@ def test_customers_import_upserts_profiles_in_pages_like_realtime(
     customers = [make_customer(n) for n in range(1, 5)]
     for customer in customers:
         ct.add("customers", customer)
-    no_email = ct.add("customers", make_customer(5, email=None))
+    # commercetools requires a customer's email; the import must still skip one without it, not stop
+    no_email = ct.add("customers", make_customer(5, email=None), check_shape=False)
     realtime(settings, *(message("customer", c["id"], "CustomerCreated", customer=c) for c in customers))
     live = sorted(klaviyo.profiles.values(), key=lambda p: p["external_id"])
     assert len(live) == 4

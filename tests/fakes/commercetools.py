@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+#: How many seeded objects of each resource `FakeCommercetools.add` checks (loops seed many of one shape).
+CHECKED_PER_RESOURCE = 50
 
 #: Project resources served by the fake (``product-projections`` is derived from ``products``).
 RESOURCES = (
@@ -475,8 +477,14 @@ class FakeCommercetools:
         project_key: str = "test-project",
         client_id: str = "ct-client",
         client_secret: str = "ct-secret",
+        *,
+        check_shapes: bool = False,
     ) -> None:
+        """``check_shapes``: `add` checks what it is given against the `commercetools` SDK's models (the first
+        `CHECKED_PER_RESOURCE` objects of each resource; see `commercetools_sdk`) and refuses a wrong shape."""
         self.project_key = project_key
+        self.check_shapes = check_shapes
+        self._checked: dict[str, int] = {}
         self.client_id = client_id
         self.client_secret = client_secret
         self.store: dict[str, dict[str, JSON]] = {r: _Table() for r in STORED_RESOURCES}
@@ -487,8 +495,11 @@ class FakeCommercetools:
 
     # ------------------------------------------------------------------------------ test helpers
 
-    def add(self, resource: str, obj: JSON) -> JSON:
-        """Seed a resource (a JSON copy is stored; id/version/timestamps filled in); returns a copy."""
+    def add(self, resource: str, obj: JSON, *, check_shape: bool = True) -> JSON:
+        """Seed a resource (a JSON copy is stored; id/version/timestamps filled in); returns a copy.
+
+        With ``check_shapes`` on, a resource the real API could not return raises ValueError naming what is
+        wrong; ``check_shape=False`` seeds one on purpose (a test of the connector's defences)."""
         if resource not in self.store:
             raise ValueError(f"unknown or derived resource {resource!r}")
         stored = json.loads(json.dumps(obj))  # a wire copy: no shared sub-objects
@@ -497,6 +508,14 @@ class FakeCommercetools:
         stored.setdefault("version", 1)
         stored.setdefault("createdAt", now)
         stored.setdefault("lastModifiedAt", stored["createdAt"])
+        if self.check_shapes and check_shape and self._checked.get(resource, 0) < CHECKED_PER_RESOURCE:
+            from .commercetools_sdk import check_resource  # the SDK is a test dependency, slow to import
+
+            self._checked[resource] = self._checked.get(resource, 0) + 1
+            problems = check_resource(resource, stored)
+            if problems:
+                raise ValueError(f"{resource} {stored['id']} is not shaped like the commercetools API: "
+                                 + "; ".join(problems))
         with self._lock:
             self.store[resource][stored["id"]] = stored
         return copy.deepcopy(stored)

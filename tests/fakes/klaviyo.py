@@ -1,9 +1,9 @@
 """A stateful fake of the Klaviyo API, for pytest-httpserver (or any server calling `FakeKlaviyo.handle`).
 
-Every request is recorded and checked (auth and revision headers; the body against Klaviyo's OpenAPI spec
-when `load_validator` finds it). A request breaking the API contract is answered 400 the way Klaviyo would,
-and listed in `FakeKlaviyo.errors`; `assert_valid()` fails a test on any. State-dependent answers (404, 409,
-a variant whose item does not exist) are realistic but are not contract errors.
+Every request is recorded and checked (auth and revision headers; the body against the request model of the
+official `klaviyo-api` SDK, see `klaviyo_sdk`). A request breaking the API contract is answered 400 the way
+Klaviyo would, and listed in `FakeKlaviyo.errors`; `assert_valid()` fails a test on any. State-dependent answers
+(404, 409, a variant whose item does not exist) are realistic but are not contract errors.
 
     fake = FakeKlaviyo(httpserver)
     ...  # point the code under test at fake.url
@@ -26,7 +26,7 @@ from math import ceil
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from .openapi import OpenApiValidator, load_validator
+from .klaviyo_sdk import SdkValidator, load_validator
 
 if TYPE_CHECKING:
     from pytest_httpserver import HTTPServer
@@ -80,7 +80,7 @@ _FILTERS: dict[str, dict[str, set[str]]] = {
     "category": {"ids": {"any"}, "item.id": {"equals"}, "name": {"contains"}},
 }
 
-# Used for rate limiting when the spec is absent (copied from its x-klaviyo-ratelimit).
+# Used for rate limiting when the SDK documents no limit for an operation (copied from its docstrings).
 _FAST, _NORMAL, _BULK, _PRIVACY = ("350/s", "3500/m"), ("75/s", "750/m"), ("10/s", "150/m"), ("3/s", "60/m")
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -337,16 +337,16 @@ class FakeKlaviyo:
     checking that the categories an item names exist.
     """
 
-    def __init__(self, httpserver: HTTPServer | None = None, *, validator: OpenApiValidator | None = None,
+    def __init__(self, httpserver: HTTPServer | None = None, *, validator: SdkValidator | None = None,
                  validate: bool = True, revision: str | None = None,
                  clock: Callable[[], float] = time.monotonic, keep_payloads: bool = True) -> None:
-        """``validate=False`` skips the spec check; ``revision`` is the ``revision`` header to insist on
-        (default: the spec's version when the spec is loaded; ``"*"``: any). ``keep_payloads=False`` (load
+        """``validate=False`` skips the SDK model check; ``revision`` is the ``revision`` header to insist on
+        (default: the revision the SDK was generated from; ``"*"``: any). ``keep_payloads=False`` (load
         tests) keeps neither request bodies nor events: accepted events are only counted (`accepted_events`)
         with the keys Klaviyo deduplicates them by (`accepted_keys`), so that memory stays flat."""
         self.validator = (validator or load_validator()) if validate else None
-        if revision is None and self.validator is not None:
-            revision = self.validator.revision
+        if revision is None:
+            revision = (self.validator or load_validator()).revision
         self.revision = None if revision == "*" else revision
         self.clock = clock
         self.requests: list[Recorded] = []
@@ -598,13 +598,13 @@ class FakeKlaviyo:
         if not revision:
             fails.append(_invalid("Missing required header 'revision'.", parameter="revision"))
         elif self.revision and revision != self.revision:
-            fails.append(_invalid(f"revision {revision!r} differs from the spec's {self.revision!r}.",
+            fails.append(_invalid(f"revision {revision!r} differs from the SDK's {self.revision!r}.",
                                   parameter="revision"))
         if not_json:
             fails.append(_invalid("The request body is not valid JSON.", "/"))
         elif self.validator is not None:
             if self.validator.find(record.method, raw_path) is None:
-                fails.append(_Fail(404, f"no operation {record.method} {record.path} in the OpenAPI spec",
+                fails.append(_Fail(404, f"no operation {record.method} {record.path} in the klaviyo-api SDK",
                                    violation=True))
             else:
                 issues = self.validator.check(record.method, raw_path, body)
@@ -631,7 +631,7 @@ class FakeKlaviyo:
                 raise violations[0]
             if route is None:
                 message = f"FakeKlaviyo does not implement {record.method} {record.path}"
-                if self.validator is not None:  # the spec knows the operation: a gap in the fake
+                if self.validator is not None:  # the SDK knows the operation: a gap in the fake
                     with self._lock:
                         self.errors.append(f"{record.method} {record.path}: {message}")
                 raise _Fail(404, message)
