@@ -65,6 +65,11 @@ def customer(version: int = 3, modified: str = FRESH, **fields: Any) -> dict[str
     return result
 
 
+def custom_fields(**fields: Any) -> dict[str, Any]:
+    """The customer's `custom` with these fields (and the fixture's type, which the API always has)."""
+    return {"type": fixture("customer")["custom"]["type"], "fields": fields}
+
+
 def put(ct: FakeCommercetools, resource: dict[str, Any]) -> None:
     """Store the customer as commercetools holds it now (replacing an earlier version)."""
     ct.store.setdefault("customers", {})[resource["id"]] = json.loads(json.dumps(resource))
@@ -373,10 +378,10 @@ def test_bulk_import_subscribes_as_history_checks_the_outcome_and_unsubscribes_o
     klaviyo.add_list(NEWS, double_optin=True)
     klaviyo.subscription_requests_until_processed = 2  # still processing at the first check
     future = iso(NOW + timedelta(days=2))
-    customers = [make_customer(1, custom={"fields": {"newsletter": True}}),
-                 make_customer(2, custom={"fields": {"newsletter": False}}),
-                 make_customer(3, custom={"fields": {}}),
-                 make_customer(4, custom={"fields": {"newsletter": True}}, lastModifiedAt=future)]
+    customers = [make_customer(1, custom=custom_fields(newsletter=True)),
+                 make_customer(2, custom=custom_fields(newsletter=False)),
+                 make_customer(3, custom=custom_fields()),
+                 make_customer(4, custom=custom_fields(newsletter=True), lastModifiedAt=future)]
     for item in customers:
         ct.add("customers", item)
     service = fast_services(EMAIL_CONSENT)
@@ -400,7 +405,7 @@ def test_bulk_import_subscribes_as_history_checks_the_outcome_and_unsubscribes_o
     service.run()
     assert len(jobs(klaviyo, SUBSCRIBE)) == 1
 
-    withdrawn_customer = {**customers[0], "version": 4, "custom": {"fields": {"newsletter": False}}}
+    withdrawn_customer = {**customers[0], "version": 4, "custom": custom_fields(newsletter=False)}
     put(ct, withdrawn_customer)
     service.request("customers", {})
     service.run()
@@ -411,7 +416,7 @@ def test_bulk_import_subscribes_as_history_checks_the_outcome_and_unsubscribes_o
 def test_bulk_subscription_refused_later_is_counted_failed_and_sent_again_next_run(
         ct: FakeCommercetools, klaviyo: FakeKlaviyo, fast_services: Callable[..., JobService]) -> None:
     klaviyo.add_list(NEWS)
-    customers = [make_customer(n, custom={"fields": {"newsletter": True}}) for n in (1, 2)]
+    customers = [make_customer(n, custom=custom_fields(newsletter=True)) for n in (1, 2)]
     for item in customers:
         ct.add("customers", item)
     klaviyo.refuse_subscriptions = {"customer2@example.com"}
@@ -435,7 +440,7 @@ def test_bulk_subscription_refused_later_is_counted_failed_and_sent_again_next_r
 def test_bulk_refusals_cost_only_the_customers_they_concern(
         ct: FakeCommercetools, klaviyo: FakeKlaviyo, fast_services: Callable[..., JobService]) -> None:
     klaviyo.add_list(NEWS)  # the `de` store's list does not exist in Klaviyo
-    customers = [make_customer(n, custom={"fields": {"newsletter": True}}) for n in (1, 2, 3)]
+    customers = [make_customer(n, custom=custom_fields(newsletter=True)) for n in (1, 2, 3)]
     customers[2]["stores"] = [{"typeId": "store", "key": "de"}]
     for item in customers:
         ct.add("customers", item)
@@ -456,7 +461,7 @@ def test_bulk_refusals_cost_only_the_customers_they_concern(
 def test_a_dry_run_writes_the_subscription_jobs_and_records_nothing(
         ct: FakeCommercetools, klaviyo: FakeKlaviyo, cli: Callable[..., tuple[int, str, str]],
         tmp_path: Path) -> None:
-    customers = [make_customer(n, custom={"fields": {"newsletter": True}}) for n in (1, 2)]
+    customers = [make_customer(n, custom=custom_fields(newsletter=True)) for n in (1, 2)]
     for item in customers:
         ct.add("customers", item)
     out_file = tmp_path / "dry.jsonl"
