@@ -422,11 +422,34 @@ class _JobWatcher:
             self.jobs.remove(job)
         if body is not None and status == "complete" and not int(attributes.get("failed_count") or 0):
             return
-        log.warning("profile bulk import job failed on some profiles; writing its profiles one by one",
+        failed = self._failed_entries(job, int(attributes.get("failed_count") or 0)) \
+            if body is not None and status == "complete" else job.entries
+        log.warning("profile bulk import job failed on some profiles; writing them again one by one",
                     extra={"job_id": job.job_id, "status": status, "failed": attributes.get("failed_count"),
-                           "profiles": len(job.entries)})
-        for entry in job.entries:
+                           "profiles": len(job.entries), "written_again": len(failed)})
+        for entry in failed:
             self._write_again(entry, 0)
+
+    def _failed_entries(self, job: _Job, failed: int) -> list[_Entry]:
+        """The entries the job's import errors point at (`/data/attributes/profiles/data/<index>`); all of them
+        when the errors cannot be read or do not account for every failure."""
+        indexes: set[int] = set()
+        try:
+            with deadline.time_budget(JOB_CHECK_BUDGET):
+                self.batcher.pacers["profile-job-status"].spend()
+                body = self.batcher.klaviyo.request(
+                    "GET", f"{PROFILE_JOBS_PATH}/{job.job_id}/import-errors",
+                    params={"fields[import-error]": "code,title,detail,source", "page[size]": "100"})
+        except ApiError:
+            return job.entries
+        for error in (body or {}).get("data") or []:
+            pointer = str(((error.get("attributes") or {}).get("source") or {}).get("pointer") or "")
+            head, _, index = pointer.rpartition("/")
+            if head == "/data/attributes/profiles/data" and index.isdigit() and int(index) < len(job.entries):
+                indexes.add(int(index))
+        if len(indexes) < failed:
+            return job.entries
+        return [job.entries[i] for i in sorted(indexes)]
 
     def _later(self, job: _Job) -> None:
         with self.cond:
