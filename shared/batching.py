@@ -54,15 +54,18 @@ JOB_RETRIES = 5  # rounds a profile failing transiently is written again before 
 
 
 class Pacer:
-    """When one more request of a Klaviyo operation may go: a token bucket that never spends more than the
-    operation's per-minute limit in any minute (capacity half of it, refilled with the other half over the
-    minute) nor more than its per-second limit in a second; `RateLimit-*` headers lower the tokens to what the
+    """When one more request of a Klaviyo operation may go: a token bucket that never spends more than
+    `per_minute` in any minute (`capacity` at once, refilled with the rest over the minute) nor more than the
+    operation's per-second limit in a second; `RateLimit-*` headers lower the tokens to what the
     account has left (other instances spend it too), and a 429's Retry-After stops requests until then."""
 
-    def __init__(self, limit: Limit, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limit: Limit, capacity: int, per_minute: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """At most `capacity` requests at once after a quiet spell, and `per_minute` a minute in all (at most
+        the operation's steady limit; less leaves room for the bulk import job and other clients)."""
         self.limit = limit
-        self.capacity = max(1, limit.steady // 2)
-        self._rate = (limit.steady - self.capacity) / 60.0
+        self.capacity = capacity
+        self._rate = (min(per_minute, limit.steady) - capacity) / 60.0
         self._tokens = float(self.capacity)
         self._clock = clock
         self._updated = clock()
@@ -135,8 +138,11 @@ Send = Callable[[list[_Entry]], None]
 
 
 class _Queue:
-    def __init__(self, batcher: Batcher, name: str, pacer: Pacer, max_items: int, send: Send) -> None:
+    def __init__(self, batcher: Batcher, name: str, pacer: Pacer, max_items: int, send: Send,
+                 interval: float) -> None:
         self.batcher, self.name, self.pacer, self.max_items, self.send = batcher, name, pacer, max_items, send
+        self.interval = interval  # under load, at least this long between two flushes
+        self.last_flush = 0.0
         self.pending: list[_Entry] = []
         self.thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
 
@@ -146,8 +152,13 @@ class _Queue:
         items = sum(len(e.items) for e in self.pending)
         size = sum(e.size for e in self.pending)
         due = min(self.pending[0].queued_at + b.max_wait, min(e.deadline for e in self.pending) - SEND_MARGIN - 0.5)
-        if b.closed or items >= self.max_items or size >= MAX_BYTES or now >= due or b.waiting >= b.in_flight:
+        if b.closed or items >= self.max_items or size >= MAX_BYTES or now >= due:
             return True, 0.0
+        if b.waiting >= b.in_flight:  # nobody else will join: flush, though not more often than `interval`
+            since = now - self.last_flush
+            if since >= self.interval:
+                return True, 0.0
+            return False, min(due, self.last_flush + self.interval) - now
         return False, due - now
 
     def _take(self) -> list[_Entry]:
@@ -178,6 +189,7 @@ class _Queue:
                     cond.wait(min(wait, 1.0) if wait > 0 else 1.0)
                     continue
                 batch = self._take()
+                self.last_flush = time.monotonic()
             self._flush(batch)
 
     def _flush(self, batch: list[_Entry]) -> None:
@@ -207,12 +219,15 @@ class Batcher:
         self.in_flight = 0  # deliveries being handled (`delivery()`)
         self.waiting = 0  # of those, waiting on a batch
         self.closed = False
-        self.pacers = {"events-bulk": Pacer(LIMITS["events-bulk"], clock=clock),
-                       "profile-bulk-import": Pacer(LIMITS["profile-bulk-import"], clock=clock),
-                       "profile-job-status": Pacer(STATUS_LIMIT, clock=clock)}
-        self.events = _Queue(self, "events", self.pacers["events-bulk"], MAX_EVENTS, self._send_events)
+        # Events: up to 120 requests in a burst (a short sale at up to 10/s), 150 a minute (Klaviyo's limit).
+        # Profiles and job checks: 60 at once, 100 a minute, leaving the rest to the bulk import job.
+        self.pacers = {"events-bulk": Pacer(LIMITS["events-bulk"], 120, 150, clock=clock),
+                       "profile-bulk-import": Pacer(LIMITS["profile-bulk-import"], 60, 100, clock=clock),
+                       "profile-job-status": Pacer(STATUS_LIMIT, 60, 100, clock=clock)}
+        # Under load a queue flushes every `max_wait` (profiles: every 2 × max_wait, their jobs cost a check too).
+        self.events = _Queue(self, "events", self.pacers["events-bulk"], MAX_EVENTS, self._send_events, max_wait)
         self.profiles = _Queue(self, "profiles", self.pacers["profile-bulk-import"], MAX_PROFILES_PER_JOB,
-                               self._send_profiles)
+                               self._send_profiles, 2 * max_wait)
         self.watcher = _JobWatcher(self)
         client = getattr(getattr(klaviyo, "_http", None), "_client", None)
         if isinstance(client, httpx.Client):
@@ -361,7 +376,7 @@ class _JobWatcher:
 
     def add(self, job_id: str, entries: list[_Entry]) -> None:
         with self.cond:
-            self.jobs.append(_Job(job_id, entries, time.monotonic() + 0.5))
+            self.jobs.append(_Job(job_id, entries, time.monotonic() + 2.0))
             self.cond.notify_all()
 
     def pending(self) -> int:

@@ -159,7 +159,7 @@ class Settings:
     connect_env: str = "connect_dev"
     log_level: str = "INFO"
     port: int = 8080
-    event_batch_max_wait: float = 0.1  # seconds a write may wait for others to share its Klaviyo bulk request
+    event_batch_max_wait: float = 0.2  # seconds a write may wait for others to share its Klaviyo bulk request
     product_cache_seconds: float = 60.0  # how long the event app reuses a product read from commercetools
     product_cache_size: int = 2000  # products kept at most (least recently used dropped first)
     user_agent: str = f"commercetools-klaviyo-connector-python/{__version__}"
