@@ -41,13 +41,13 @@ def event_routes(context: Context) -> list[Route]:
 
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
-    """The event app; its context gains the product cache and the micro-batcher (`event.batch.maxWaitMs` 0:
-    none), which is flushed and stopped on shutdown before the clients close."""
+    """The event app; its context gains the product cache and the micro-batcher, which is flushed and stopped
+    on shutdown before the clients close."""
     context = context or build_context(settings)
     if context.product_cache is None:
         context = dataclasses.replace(context, product_cache=ProductCache(settings.product_cache_seconds,
                                                                           settings.product_cache_size))
-    if context.batcher is None and settings.event_batch_max_wait > 0:
+    if context.batcher is None:
         context = dataclasses.replace(context, batcher=Batcher(context.klaviyo, context.commercetools,
                                                                max_wait=settings.event_batch_max_wait))
     close_clients = closing(context)
