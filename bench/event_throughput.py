@@ -353,6 +353,7 @@ def flash(args: argparse.Namespace) -> int:
     lock = threading.Condition()
     queue: list[tuple[float, int, int, int]] = []  # (due, seq, delivery index, attempt)
     latencies: list[float] = []
+    by_kind: dict[str, list[float]] = {"customer": [], "order": []}
     answers: Counter[int] = Counter()
     redeliveries = 0
     done = [False] * len(deliveries)
@@ -372,6 +373,7 @@ def flash(args: argparse.Namespace) -> int:
                 status = 0
             with lock:
                 latencies.append(time.perf_counter() - began)
+                by_kind[deliveries[index][0]].append(latencies[-1] * 1000)
                 answers[status] += 1
                 if 200 <= status < 300:
                     done[index] = True
@@ -451,6 +453,8 @@ def flash(args: argparse.Namespace) -> int:
                            for r in klaviyo.requests)
     print(f"    by operation          {dict(by_operation.most_common())}")
     print(f"  answer ms               p50 {percentile(ms, .5):.1f}  p99 {percentile(ms, .99):.1f}  max {max(ms):.1f}")
+    for kind, own in by_kind.items():
+        print(f"    {kind:<10}            p50 {percentile(own, .5):.1f}  p99 {percentile(own, .99):.1f}")
     print(f"  app CPU                 {app_cpu:.2f} s;  peak RSS app {app_rss or 0:.1f} MiB, this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
     return 0 if lost == 0 and new_customers <= profiles else 1

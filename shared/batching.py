@@ -48,9 +48,10 @@ PROFILE_JOBS_PATH = "/api/profile-bulk-import-jobs"
 MAX_PROFILES_PER_JOB = 1000  # Klaviyo takes 10,000; a smaller job finishes sooner
 ANSWER_MARGIN = 0.25  # a waiting delivery gives up this long before its budget ends (its answer must get out)
 SEND_MARGIN = 0.5  # a batch's request must be done this long before the earliest budget in it ends
-STATUS_LIMIT = Limit(10, 150)  # GET profile-bulk-import-jobs/{id}: its own operation, Klaviyo counts it apart
+STATUS_LIMIT = Limit(10, 150)  # GET profile-bulk-import-jobs(/{id}): operations Klaviyo counts apart from POST
 JOB_CHECK_BUDGET = 30.0  # seconds for one round of checking a job and writing its failed profiles again
 JOB_RETRIES = 5  # rounds a profile failing transiently is written again before it is dead-lettered
+CHECK_INTERVAL = 2.0  # seconds between two checks of the open profile import jobs
 
 
 class Pacer:
@@ -220,10 +221,10 @@ class Batcher:
         self.waiting = 0  # of those, waiting on a batch
         self.closed = False
         # Events: up to 120 requests in a burst (a short sale at up to 10/s), 150 a minute (Klaviyo's limit).
-        # Profiles and job checks: 60 at once, 100 a minute, leaving the rest to the bulk import job.
+        # Profile jobs: 100 in a burst, 130 a minute (the rest for the bulk import); job checks: 60 a minute.
         self.pacers = {"events-bulk": Pacer(LIMITS["events-bulk"], 120, 150, clock=clock),
-                       "profile-bulk-import": Pacer(LIMITS["profile-bulk-import"], 60, 100, clock=clock),
-                       "profile-job-status": Pacer(STATUS_LIMIT, 60, 100, clock=clock)}
+                       "profile-bulk-import": Pacer(LIMITS["profile-bulk-import"], 100, 130, clock=clock),
+                       "profile-job-status": Pacer(STATUS_LIMIT, 20, 60, clock=clock)}
         # Under load a queue flushes every `max_wait` (profiles: every 2 × max_wait, their jobs cost a check too).
         self.events = _Queue(self, "events", self.pacers["events-bulk"], MAX_EVENTS, self._send_events, max_wait)
         self.profiles = _Queue(self, "profiles", self.pacers["profile-bulk-import"], MAX_PROFILES_PER_JOB,
@@ -359,7 +360,6 @@ class _Job:
     job_id: str
     entries: list[_Entry]
     next_check: float
-    interval: float = 1.0
 
 
 class _JobWatcher:
@@ -376,7 +376,7 @@ class _JobWatcher:
 
     def add(self, job_id: str, entries: list[_Entry]) -> None:
         with self.cond:
-            self.jobs.append(_Job(job_id, entries, time.monotonic() + 2.0))
+            self.jobs.append(_Job(job_id, entries, time.monotonic() + CHECK_INTERVAL))
             self.cond.notify_all()
 
     def pending(self) -> int:
@@ -397,13 +397,13 @@ class _JobWatcher:
                           extra={"jobs": [j.job_id for j in self.jobs], "profiles_to_retry": len(self.retries)})
 
     def _run(self) -> None:
-        pacer = self.batcher.pacers["profile-job-status"]
         while True:
             with self.cond:
                 if self.stopping and not self.jobs and not self.retries:
                     return
                 now = time.monotonic()
-                due = [j for j in self.jobs if j.next_check <= now]
+                # One round checks every open job (one listing for all), at most every CHECK_INTERVAL.
+                due = list(self.jobs) if any(j.next_check <= now for j in self.jobs) else []
                 retry = [r for r in self.retries if r[2] <= now]
                 if not due and not retry:
                     times = [j.next_check for j in self.jobs] + [r[2] for r in self.retries]
@@ -412,33 +412,53 @@ class _JobWatcher:
                 self.retries = [r for r in self.retries if r[2] > now]
             for entry, attempts, _ in retry:
                 self._write_again(entry, attempts)
-            for job in due:
-                wait = pacer.delay()
-                if wait > 0:
-                    time.sleep(min(wait, 1.0))
-                pacer.spend()
-                self._check(job)
+            if due:
+                self._check(due)
 
-    def _check(self, job: _Job) -> None:
+    def _request(self, path: str, params: dict[str, str] | None = None) -> Any:
+        pacer = self.batcher.pacers["profile-job-status"]
+        wait = pacer.delay()
+        if wait > 0:
+            time.sleep(min(wait, 1.0))
+        pacer.spend()
+        with deadline.time_budget(JOB_CHECK_BUDGET):
+            return self.batcher.klaviyo.request("GET", path, params=params)
+
+    def _check(self, due: list[_Job]) -> None:
+        """One request lists the account's 100 newest profile import jobs (ours are among them, unless the
+        account creates many others): their states; a job not in that page is read alone."""
+        states: dict[str, dict[str, Any]] = {}
         try:
-            with deadline.time_budget(JOB_CHECK_BUDGET):
-                body = self.batcher.klaviyo.request("GET", f"{PROFILE_JOBS_PATH}/{job.job_id}")
+            listing = self._request(PROFILE_JOBS_PATH, {
+                "sort": "-created_at", "page[size]": "100",
+                "fields[profile-bulk-import-job]": "status,failed_count,completed_count,total_count"})
+            states = {d.get("id"): d.get("attributes") or {} for d in (listing or {}).get("data") or []}
         except ApiError as exc:
-            if exc.transient:
-                self._later(job)
-                return
-            body = None  # the job is gone (expired?): write its profiles again, to be sure
-        attributes = (body or {}).get("data", {}).get("attributes") or {}
+            log.info("could not list profile import jobs; reading them one by one", extra={"error": exc.describe()})
+        for job in due:
+            attributes = states.get(job.job_id)
+            if attributes is None:
+                try:
+                    body = self._request(f"{PROFILE_JOBS_PATH}/{job.job_id}")
+                    attributes = (body or {}).get("data", {}).get("attributes") or {}
+                except ApiError as exc:
+                    if exc.transient:
+                        self._later(job)
+                        continue
+                    attributes = {}  # the job is gone (expired?): write its profiles again, to be sure
+            self._settle(job, attributes)
+
+    def _settle(self, job: _Job, attributes: dict[str, Any]) -> None:
         status = attributes.get("status")
-        if body is not None and status in ("queued", "processing"):
+        if status in ("queued", "processing"):
             self._later(job)
             return
         with self.cond:
             self.jobs.remove(job)
-        if body is not None and status == "complete" and not int(attributes.get("failed_count") or 0):
+        if status == "complete" and not int(attributes.get("failed_count") or 0):
             return
         failed = self._failed_entries(job, int(attributes.get("failed_count") or 0)) \
-            if body is not None and status == "complete" else job.entries
+            if status == "complete" else job.entries
         log.warning("profile bulk import job failed on some profiles; writing them again one by one",
                     extra={"job_id": job.job_id, "status": status, "failed": attributes.get("failed_count"),
                            "profiles": len(job.entries), "written_again": len(failed)})
@@ -450,11 +470,8 @@ class _JobWatcher:
         when the errors cannot be read or do not account for every failure."""
         indexes: set[int] = set()
         try:
-            with deadline.time_budget(JOB_CHECK_BUDGET):
-                self.batcher.pacers["profile-job-status"].spend()
-                body = self.batcher.klaviyo.request(
-                    "GET", f"{PROFILE_JOBS_PATH}/{job.job_id}/import-errors",
-                    params={"fields[import-error]": "code,title,detail,source", "page[size]": "100"})
+            body = self._request(f"{PROFILE_JOBS_PATH}/{job.job_id}/import-errors",
+                                 {"fields[import-error]": "code,title,detail,source", "page[size]": "100"})
         except ApiError:
             return job.entries
         for error in (body or {}).get("data") or []:
@@ -468,8 +485,7 @@ class _JobWatcher:
 
     def _later(self, job: _Job) -> None:
         with self.cond:
-            job.interval = min(job.interval * 1.5, 10.0)
-            job.next_check = time.monotonic() + (0.0 if self.stopping else job.interval)
+            job.next_check = time.monotonic() + (0.0 if self.stopping else CHECK_INTERVAL)
 
     def _write_again(self, entry: _Entry, attempts: int) -> None:
         try:
