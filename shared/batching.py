@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,16 @@ from typing import Any
 import httpx
 
 from shared import dead_letters, deadline
-from shared.bulk import EVENTS_PATH, MAX_BYTES, MAX_EVENTS, event_size, events_job_body, profile_job_body
+from shared.bulk import (
+    EVENTS_PATH,
+    MAX_BYTES,
+    MAX_CATALOG,
+    MAX_EVENTS,
+    catalog_job_body,
+    event_size,
+    events_job_body,
+    profile_job_body,
+)
 from shared.commercetools import Commercetools
 from shared.errors import ApiError, ConnectorError, TransientError
 from shared.http import retry_after
@@ -45,6 +55,7 @@ from shared.ratelimit import LIMITS, Limit
 log = logging.getLogger(__name__)
 
 PROFILE_JOBS_PATH = "/api/profile-bulk-import-jobs"
+VARIANT_JOBS_PATH = "/api/catalog-variant-bulk-update-jobs"
 MAX_PROFILES_PER_JOB = 1000  # Klaviyo takes 10,000; a smaller job finishes sooner
 ANSWER_MARGIN = 0.25  # a waiting delivery gives up this long before its budget ends (its answer must get out)
 SEND_MARGIN = 0.5  # a batch's request must be done this long before the earliest budget in it ends
@@ -128,7 +139,9 @@ class _Entry:
     size: int
     deadline: float  # monotonic
     message_id: str | None
-    single: Callable[[], None] | None = None  # the delivery's own way to write them one by one
+    single: Callable[[], Any] | None = None  # the delivery's own way to write them one by one
+    replay: dict[str, Any] | None = None  # what a dead letter records for replay (a change notification)
+    processor: str = ""  # the processor a dead letter names
     queued_at: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     error: ConnectorError | None = None
@@ -224,16 +237,20 @@ class Batcher:
         # Profile jobs: 100 in a burst, 130 a minute (the rest for the bulk import); job checks: 60 a minute.
         self.pacers = {"events-bulk": Pacer(LIMITS["events-bulk"], 120, 150, clock=clock),
                        "profile-bulk-import": Pacer(LIMITS["profile-bulk-import"], 100, 130, clock=clock),
-                       "profile-job-status": Pacer(STATUS_LIMIT, 20, 60, clock=clock)}
+                       "profile-job-status": Pacer(STATUS_LIMIT, 20, 60, clock=clock),
+                       "catalog-bulk": Pacer(LIMITS["catalog-bulk"], 300, 600, clock=clock),
+                       "catalog-job-status": Pacer(LIMITS["catalog-job-status"], 100, 300, clock=clock)}
         # Under load a queue flushes every `max_wait` (profiles: every 2 × max_wait, their jobs cost a check too).
         self.events = _Queue(self, "events", self.pacers["events-bulk"], MAX_EVENTS, self._send_events, max_wait)
         self.profiles = _Queue(self, "profiles", self.pacers["profile-bulk-import"], MAX_PROFILES_PER_JOB,
                                self._send_profiles, 2 * max_wait)
+        self.variants = _Queue(self, "variants", self.pacers["catalog-bulk"], MAX_CATALOG, self._send_variants,
+                               max_wait)
         self.watcher = _JobWatcher(self)
         client = getattr(getattr(klaviyo, "_http", None), "_client", None)
         if isinstance(client, httpx.Client):
             client.event_hooks["response"].append(self._observe)
-        for thread in (self.events.thread, self.profiles.thread, self.watcher.thread):
+        for thread in (self.events.thread, self.profiles.thread, self.variants.thread, self.watcher.thread):
             thread.start()
 
     # --- the deliveries' side -------------------------------------------------------------------------------
@@ -255,18 +272,29 @@ class Batcher:
         (the caller sends them itself)."""
         return self._submit(self.events, events, sum(event_size(e) for e in events), None)
 
-    def import_profile(self, attributes: dict[str, Any], single: Callable[[], None]) -> bool:
+    def import_profile(self, attributes: dict[str, Any], single: Callable[[], Any]) -> bool:
         """Import this profile in a shared profile bulk import job and wait for its 202; False under light load.
         `single` writes it one by one, should the job fail on it."""
-        return self._submit(self.profiles, [attributes], event_size(attributes), single)
+        replay = {"notificationType": "ResourceUpdated", "version": 0,
+                  "resource": {"typeId": "customer", "id": attributes.get("external_id")}}
+        return self._submit(self.profiles, [attributes], event_size(attributes), single, replay,
+                            "CustomerResourceUpdated")
+
+    def update_variant(self, data: dict[str, Any], single: Callable[[], Any], replay: dict[str, Any]) -> bool:
+        """Update this catalog variant (`data`: a catalog-variant update) in a shared catalog variant bulk update
+        job and wait for its 202; False under light load. `single` writes it alone, should the job fail on it;
+        `replay` is the notification a dead letter keeps."""
+        return self._submit(self.variants, [data], event_size(data), single, replay, "InventoryResourceUpdated")
 
     def _light(self, queue: _Queue) -> bool:
         return self.in_flight <= 1 and not queue.pending and queue.pacer.untouched()
 
-    def _submit(self, queue: _Queue, items: list[Any], size: int, single: Callable[[], None] | None) -> bool:
+    def _submit(self, queue: _Queue, items: list[Any], size: int, single: Callable[[], Any] | None = None,
+                replay: dict[str, Any] | None = None, processor: str = "") -> bool:
         left = deadline.remaining()
         now = time.monotonic()
-        entry = _Entry(items, size, now + (left if math.isfinite(left) else 60.0), current_message_id(), single)
+        entry = _Entry(items, size, now + (left if math.isfinite(left) else 60.0), current_message_id(), single,
+                       replay, processor)
         with self.cond:
             if self.closed or self._light(queue):
                 return False
@@ -293,6 +321,7 @@ class Batcher:
             self.cond.notify_all()
         self.events.thread.join(timeout)
         self.profiles.thread.join(timeout)
+        self.variants.thread.join(timeout)
         self.watcher.stop(timeout)
 
     # --- Klaviyo's side ----------------------------------------------------------------------------------------
@@ -304,6 +333,8 @@ class Batcher:
             key = "events-bulk"
         elif path.startswith(PROFILE_JOBS_PATH):
             key = "profile-bulk-import" if request.method == "POST" else "profile-job-status"
+        elif path.startswith(VARIANT_JOBS_PATH):
+            key = "catalog-bulk" if request.method == "POST" else "catalog-job-status"
         else:
             return
         pacer, headers = self.pacers[key], response.headers
@@ -352,7 +383,43 @@ class Batcher:
                 except ConnectorError as single:
                     entry.error = single
             return
-        self.watcher.add(body["data"]["id"], batch)
+        self.watcher.add(body["data"]["id"], batch, "profiles")
+
+    def _send_variants(self, batch: list[_Entry]) -> None:
+        """One job per distinct variant set: a second update of a variant in the same flush goes in a next job
+        (after the first), so that the later stock wins."""
+        while batch:
+            seen: set[str] = set()
+            job: list[_Entry] = []
+            rest: list[_Entry] = []
+            for entry in batch:
+                (rest if entry.items[0]["id"] in seen else job).append(entry)
+                seen.add(entry.items[0]["id"])
+            self._variant_job(job)
+            batch = rest
+
+    def _variant_job(self, job: list[_Entry]) -> None:
+        self.pacers["catalog-bulk"].spend()
+        try:
+            body = self.klaviyo.request("POST", VARIANT_JOBS_PATH,
+                                        body=catalog_job_body("variant", "update", [e.items[0] for e in job]))
+        except ApiError as exc:
+            if exc.transient:
+                raise
+            log.warning("Klaviyo refused a catalog variant update job; writing its variants one by one",
+                        extra={"variants": len(job), "error": exc.describe()})
+            for entry in job:
+                try:
+                    if entry.single is not None:
+                        entry.single()
+                except ConnectorError as single:
+                    entry.error = single
+            return
+        self.watcher.add(body["data"]["id"], job, "variants")
+
+
+class _NoListing(Exception):
+    """No profile job among those due: nothing to list."""
 
 
 @dataclass(eq=False)
@@ -360,6 +427,7 @@ class _Job:
     job_id: str
     entries: list[_Entry]
     next_check: float
+    kind: str  # "profiles" | "variants"
 
 
 class _JobWatcher:
@@ -374,9 +442,9 @@ class _JobWatcher:
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="batch-job-watcher", daemon=True)
 
-    def add(self, job_id: str, entries: list[_Entry]) -> None:
+    def add(self, job_id: str, entries: list[_Entry], kind: str) -> None:
         with self.cond:
-            self.jobs.append(_Job(job_id, entries, time.monotonic() + CHECK_INTERVAL))
+            self.jobs.append(_Job(job_id, entries, time.monotonic() + CHECK_INTERVAL, kind))
             self.cond.notify_all()
 
     def pending(self) -> int:
@@ -416,7 +484,8 @@ class _JobWatcher:
                 self._check(due)
 
     def _request(self, path: str, params: dict[str, str] | None = None) -> Any:
-        pacer = self.batcher.pacers["profile-job-status"]
+        pacer = self.batcher.pacers["catalog-job-status" if path.startswith(VARIANT_JOBS_PATH)
+                                    else "profile-job-status"]
         wait = pacer.delay()
         if wait > 0:
             time.sleep(min(wait, 1.0))
@@ -429,17 +498,22 @@ class _JobWatcher:
         account creates many others): their states; a job not in that page is read alone."""
         states: dict[str, dict[str, Any]] = {}
         try:
+            if not any(job.kind == "profiles" for job in due):
+                raise _NoListing
             listing = self._request(PROFILE_JOBS_PATH, {
                 "sort": "-created_at", "page[size]": "100",
                 "fields[profile-bulk-import-job]": "status,failed_count,completed_count,total_count"})
             states = {d.get("id"): d.get("attributes") or {} for d in (listing or {}).get("data") or []}
+        except _NoListing:
+            pass
         except ApiError as exc:
             log.info("could not list profile import jobs; reading them one by one", extra={"error": exc.describe()})
         for job in due:
             attributes = states.get(job.job_id)
             if attributes is None:
                 try:
-                    body = self._request(f"{PROFILE_JOBS_PATH}/{job.job_id}")
+                    base = PROFILE_JOBS_PATH if job.kind == "profiles" else VARIANT_JOBS_PATH
+                    body = self._request(f"{base}/{job.job_id}")
                     attributes = (body or {}).get("data", {}).get("attributes") or {}
                 except ApiError as exc:
                     if exc.transient:
@@ -457,28 +531,33 @@ class _JobWatcher:
             self.jobs.remove(job)
         if status == "complete" and not int(attributes.get("failed_count") or 0):
             return
-        failed = self._failed_entries(job, int(attributes.get("failed_count") or 0)) \
-            if status == "complete" else job.entries
-        log.warning("profile bulk import job failed on some profiles; writing them again one by one",
+        failed = self._failed_entries(job, attributes) if status == "complete" else job.entries
+        log.warning("Klaviyo bulk job failed on some of its writes; writing them again one by one",
                     extra={"job_id": job.job_id, "status": status, "failed": attributes.get("failed_count"),
-                           "profiles": len(job.entries), "written_again": len(failed)})
+                           "kind": job.kind, "writes": len(job.entries), "written_again": len(failed)})
         for entry in failed:
             self._write_again(entry, 0)
 
-    def _failed_entries(self, job: _Job, failed: int) -> list[_Entry]:
-        """The entries the job's import errors point at (`/data/attributes/profiles/data/<index>`); all of them
-        when the errors cannot be read or do not account for every failure."""
+    def _failed_entries(self, job: _Job, attributes: dict[str, Any]) -> list[_Entry]:
+        """The entries the job's errors point at (`/data/attributes/<profiles|variants>/data/<index>`: a profile
+        job's import errors, a catalog job's `errors`); all of them when the errors cannot be read or do not
+        account for every failure."""
+        failed = int(attributes.get("failed_count") or 0)
         indexes: set[int] = set()
-        try:
-            body = self._request(f"{PROFILE_JOBS_PATH}/{job.job_id}/import-errors",
-                                 {"fields[import-error]": "code,title,detail,source", "page[size]": "100"})
-        except ApiError:
-            return job.entries
-        for error in (body or {}).get("data") or []:
-            pointer = str(((error.get("attributes") or {}).get("source") or {}).get("pointer") or "")
-            head, _, index = pointer.rpartition("/")
-            if head == "/data/attributes/profiles/data" and index.isdigit() and int(index) < len(job.entries):
-                indexes.add(int(index))
+        if job.kind == "profiles":
+            try:
+                body = self._request(f"{PROFILE_JOBS_PATH}/{job.job_id}/import-errors",
+                                     {"fields[import-error]": "code,title,detail,source", "page[size]": "100"})
+            except ApiError:
+                return job.entries
+            errors = [e.get("attributes") or {} for e in (body or {}).get("data") or []]
+        else:
+            errors = [e for e in attributes.get("errors") or [] if isinstance(e, dict)]
+        for error in errors:
+            pointer = str((error.get("source") or {}).get("pointer") or "")
+            found = re.match(rf"/data/attributes/{job.kind}/data/(\d+)(?:/|$)", pointer)
+            if found and int(found.group(1)) < len(job.entries):
+                indexes.add(int(found.group(1)))
         if len(indexes) < failed:
             return job.entries
         return [job.entries[i] for i in sorted(indexes)]
@@ -500,18 +579,15 @@ class _JobWatcher:
                 self.retries.append((entry, attempts + 1, time.monotonic() + 2.0 ** attempts * 5))
                 self.cond.notify_all()
             return
-        customer_id = entry.items[0].get("external_id")
-        message_id = entry.message_id or f"customer-{customer_id}-profile-import"
+        resource = (entry.replay or {}).get("resource") or {}
+        message_id = entry.message_id or f"{resource.get('typeId')}-{resource.get('id')}-bulk-job"
         detail = error.describe() if isinstance(error, ApiError) else error.reason
-        reason = f"profile bulk import failed on this profile, and writing it alone failed: {detail}"
+        reason = f"a Klaviyo bulk job failed on this write, and writing it alone failed: {detail}"
         try:
-            dead_letters.record(
-                self.batcher.commercetools, message_id=message_id, reason=reason,
-                processors=["CustomerResourceUpdated"], error=error,
-                notification={"notificationType": "ResourceUpdated", "version": 0,
-                              "resource": {"typeId": "customer", "id": customer_id}})
-            log.error("profile from a bulk import job failed; recorded as a dead letter",
+            dead_letters.record(self.batcher.commercetools, message_id=message_id, reason=reason,
+                                processors=[entry.processor], error=error, notification=entry.replay)
+            log.error("a write from a Klaviyo bulk job failed; recorded as a dead letter",
                       extra={"dead_letter_key": dead_letters.key_for(message_id)})
         except ConnectorError as exc:
-            log.error("profile from a bulk import job failed and could not be recorded as a dead letter",
+            log.error("a write from a Klaviyo bulk job failed and could not be recorded as a dead letter",
                       extra={"record_error": str(exc), "message_id": message_id})
