@@ -242,13 +242,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(ct_url: str, klaviyo_url: str, log_level: str, profile_out: str | None) -> tuple[subprocess.Popen, str]:
+def start_app(ct_url: str, klaviyo_url: str, log_level: str, profile_out: str | None,
+              max_wait_ms: int | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    config: dict[str, Any] = {"product": {"inventory": {"useChannelInventory": sample.CHANNEL}}}
+    if max_wait_ms is not None:
+        config["event"] = {"batch": {"maxWaitMs": max_wait_ms}}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CT_API_URL": ct_url, "CT_AUTH_URL": ct_url,
            "CT_PROJECT_ID": PROJECT, "CT_API_CLIENT": json.dumps({"clientId": CLIENT_ID, "secret": CLIENT_SECRET}),
            "KLAVIYO_AUTH_KEY": "pk_bench_0123456789", "KLAVIYO_API_URL": klaviyo_url, "PREFERRED_LOCALE": "en-US",
            "PREFERRED_CURRENCY": "EUR", "PRODUCT_URL_TEMPLATE": "https://shop.example.com/p/{{productSlug}}",
-           "NODE_CONFIG": json.dumps({"product": {"inventory": {"useChannelInventory": sample.CHANNEL}}}),
+           "NODE_CONFIG": json.dumps(config),
            "LOG_LEVEL": log_level, "APP_TYPE": "EVENT"}
     command = [sys.executable, str(Path(__file__).resolve()), "--serve-app", str(port)]
     if profile_out:
@@ -349,7 +353,7 @@ def flash(args: argparse.Namespace) -> int:
     klaviyo.enforce_rate_limits = True
     klaviyo.clock = time.time
     klaviyo_server = KlaviyoServer(klaviyo)
-    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, None)
+    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, None, args.max_wait_ms)
     lock = threading.Condition()
     queue: list[tuple[float, int, int, int]] = []  # (due, seq, delivery index, attempt)
     latencies: list[float] = []
@@ -471,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=2000, help="--flash: orders offered (default 2000)")
     parser.add_argument("--rate", type=float, default=100, help="--flash: orders offered per second (default 100)")
     parser.add_argument("--timeout", type=float, default=300, help="--flash: give up after this many seconds")
+    parser.add_argument("--max-wait-ms", type=int, help="the app's event.batch.maxWaitMs (default: its default)")
     parser.add_argument("--serve-app", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -488,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     klaviyo = FakeKlaviyo(validate=False)
     klaviyo_server = KlaviyoServer(klaviyo)
     profile_out = tempfile.mktemp(suffix=".prof") if args.profile else None
-    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, profile_out)
+    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, profile_out, args.max_wait_ms)
     try:
         for kind, status, _ in post_all(url, [("warm-up", body) for body in warm_up], 1):
             assert status == 204, (kind, status)

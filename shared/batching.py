@@ -11,8 +11,11 @@ ones.
   failures are reported later in the job. The delivery is answered after the 202, and `_JobWatcher` polls the job:
   the profiles of a job that failed (some or all) are written again one by one through the delivery's own single
   path, and one that still fails permanently becomes a dead letter (replayable: a customer ResourceUpdated).
-- Under light load (no other delivery in flight, nothing queued, the bulk quota untouched) `send_events` and
-  `import_profile` answer False and the caller writes as before, one request each.
+- Stock updates (inventory messages) go into a `catalog-variant-bulk-update-job` (at most 100 variants), checked
+  the same way: a variant the job failed on is written again alone (one Klaviyo does not have is then skipped,
+  as without batching).
+- Under light load (no other delivery in flight, nothing queued, the bulk quota untouched) `send_events`,
+  `import_profile` and `update_variant` answer False and the caller writes as before, one request each.
 
 A queue is flushed when it is full, when its oldest write waited `event.batch.maxWaitMs`, when every delivery in
 flight is waiting on a batch (nobody else will join), or when the earliest time budget in it comes close; and only
