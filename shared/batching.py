@@ -158,7 +158,7 @@ class _Queue:
     def __init__(self, batcher: Batcher, name: str, pacer: Pacer, max_items: int, send: Send,
                  interval: float) -> None:
         self.batcher, self.name, self.pacer, self.max_items, self.send = batcher, name, pacer, max_items, send
-        self.interval = interval  # under load, at least this long between two flushes
+        self.interval = interval  # the longest a write waits; under load, at least this long between two flushes
         self.last_flush = 0.0
         self.pending: list[_Entry] = []
         self.thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
@@ -168,7 +168,8 @@ class _Queue:
         b = self.batcher
         items = sum(len(e.items) for e in self.pending)
         size = sum(e.size for e in self.pending)
-        due = min(self.pending[0].queued_at + b.max_wait, min(e.deadline for e in self.pending) - SEND_MARGIN - 0.5)
+        due = min(self.pending[0].queued_at + self.interval,
+                  min(e.deadline for e in self.pending) - SEND_MARGIN - 0.5)
         if b.closed or items >= self.max_items or size >= MAX_BYTES or now >= due:
             return True, 0.0
         if b.waiting >= b.in_flight:  # nobody else will join: flush, though not more often than `interval`
@@ -243,7 +244,8 @@ class Batcher:
                        "profile-job-status": Pacer(STATUS_LIMIT, 20, 60, clock=clock),
                        "catalog-bulk": Pacer(LIMITS["catalog-bulk"], 300, 600, clock=clock),
                        "catalog-job-status": Pacer(LIMITS["catalog-job-status"], 100, 300, clock=clock)}
-        # Under load a queue flushes every `max_wait` (profiles: every 2 × max_wait, their jobs cost a check too).
+        # A queue's oldest write waits at most its interval, `max_wait` (profiles: 2 × max_wait: a profile job
+        # costs a check too, and the delivery's events do not wait for it).
         self.events = _Queue(self, "events", self.pacers["events-bulk"], MAX_EVENTS, self._send_events, max_wait)
         self.profiles = _Queue(self, "profiles", self.pacers["profile-bulk-import"], MAX_PROFILES_PER_JOB,
                                self._send_profiles, 2 * max_wait)
