@@ -14,8 +14,17 @@ demo/sample.py, are posted with the given concurrency:
 - ProductPublished with 3 variants: 1 commercetools read + item upsert, variant listing, 3 variant upserts;
 - inventory entry ResourceUpdated: 1 commercetools read + 1 Klaviyo variant update.
 
-Printed: deliveries/second, latency p50/p90/p99/max, answers, Klaviyo and commercetools requests per delivery,
-the app's CPU time per delivery, peak RSS of the app process and of this process. With --profile the app's
+    python bench/event_throughput.py --flash [--orders 2000] [--rate 100] [--concurrency 32]
+
+--flash: a flash sale against a Klaviyo stand-in that enforces Klaviyo's documented per-operation limits (fixed
+1-second and 1-minute windows, 429 with Retry-After beyond them). N orders (3 lines each, every second one
+preceded by a CustomerCreated of a new customer) are offered at R orders per second with at most C deliveries in
+flight; a non-2xx answer is delivered again after 1, 2, 4, 8, then 10 s (as a push subscription does). Printed:
+seconds from the last offered order until every expected event and profile is in the stand-in, events lost,
+events sent more than once, redeliveries, 429s, Klaviyo requests per delivery, p50/p99 answer time, peak RSS.
+
+Printed (plain mode): deliveries/second, latency p50/p90/p99/max, answers, Klaviyo and commercetools requests per
+delivery, the app's CPU time per delivery, peak RSS of the app process and of this process. With --profile the app's
 handling (event loop thread and worker threads) runs under cProfile and the top functions are printed.
 
 The stand-ins and the load generator share this process, so on a small machine they compete with the app for
@@ -31,6 +40,7 @@ import cProfile
 import json
 import os
 import pstats
+import re
 import resource
 import signal
 import socket
@@ -234,13 +244,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(ct_url: str, klaviyo_url: str, log_level: str, profile_out: str | None) -> tuple[subprocess.Popen, str]:
+def start_app(ct_url: str, klaviyo_url: str, log_level: str, profile_out: str | None,
+              max_wait_ms: int | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    config: dict[str, Any] = {"product": {"inventory": {"useChannelInventory": sample.CHANNEL}}}
+    if max_wait_ms is not None:
+        config["event"] = {"batch": {"maxWaitMs": max_wait_ms}}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CT_API_URL": ct_url, "CT_AUTH_URL": ct_url,
            "CT_PROJECT_ID": PROJECT, "CT_API_CLIENT": json.dumps({"clientId": CLIENT_ID, "secret": CLIENT_SECRET}),
            "KLAVIYO_AUTH_KEY": "pk_bench_0123456789", "KLAVIYO_API_URL": klaviyo_url, "PREFERRED_LOCALE": "en-US",
            "PREFERRED_CURRENCY": "EUR", "PRODUCT_URL_TEMPLATE": "https://shop.example.com/p/{{productSlug}}",
-           "NODE_CONFIG": json.dumps({"product": {"inventory": {"useChannelInventory": sample.CHANNEL}}}),
+           "NODE_CONFIG": json.dumps(config),
            "LOG_LEVEL": log_level, "APP_TYPE": "EVENT"}
     command = [sys.executable, str(Path(__file__).resolve()), "--serve-app", str(port)]
     if profile_out:
@@ -294,19 +308,186 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+# --- flash sale -------------------------------------------------------------------------------------------------
+
+BACKOFF = (1, 2, 4, 8)  # then 10 s
+
+
+def flash_workload(ct: FakeCommercetools, n_orders: int) -> tuple[list[tuple[str, bytes]], set[tuple[str, str]],
+                                                                    set[str]]:
+    """(kind, body) in offer order, the expected (metric, unique_id) of every event, the new customers' ids."""
+    for resource_type, objects in sample.project().items():
+        for obj in objects:
+            ct.add(resource_type, obj)
+    customers = sample.customers(3 + n_orders // 2 + 1)[3:]
+    for index, customer in enumerate(customers):
+        customer["addresses"][0]["mobile"] = f"+4477{index:07d}"
+    orders = list(sample.orders(10 + n_orders, lines=3, n_customers=3))[10:]
+    deliveries: list[tuple[str, bytes]] = []
+    events: set[tuple[str, str]] = set()
+    new_customers: set[str] = set()
+    for number, order in enumerate(orders):
+        order = {**order, "orderState": "Open"}
+        if number % 2 == 1:
+            customer = customers[number // 2]
+            new_customers.add(customer["id"])
+            order["customerId"], order["customerEmail"] = customer["id"], customer["email"]
+            deliveries.append(("customer", envelope(notification("customer", customer["id"], "CustomerCreated",
+                                                                 customer=customer), len(deliveries))))
+        deliveries.append(("order", envelope(notification("order", order["id"], "OrderCreated", order=order),
+                                             len(deliveries))))
+        events.add(("Placed Order", order["id"]))
+        events.update(("Ordered Product", line["id"]) for line in order["lineItems"])
+    return deliveries, events, new_customers
+
+
+def event_key(event: dict[str, Any]) -> tuple[str, str]:
+    return event["metric"]["data"]["attributes"]["name"], event.get("unique_id")
+
+
+def flash(args: argparse.Namespace) -> int:
+    import heapq
+
+    ct = FakeCommercetools(project_key=PROJECT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    deliveries, expected, new_customers = flash_workload(ct, args.orders)
+    ct_server = CommercetoolsServer(ct)
+    klaviyo = FakeKlaviyo(validate=False)
+    klaviyo.enforce_rate_limits = True
+    klaviyo.clock = time.time
+    klaviyo_server = KlaviyoServer(klaviyo)
+    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, None, args.max_wait_ms)
+    lock = threading.Condition()
+    queue: list[tuple[float, int, int, int]] = []  # (due, seq, delivery index, attempt)
+    latencies: list[float] = []
+    by_kind: dict[str, list[float]] = {"customer": [], "order": []}
+    answers: Counter[int] = Counter()
+    redeliveries = 0
+    done = [False] * len(deliveries)
+    slots = threading.Semaphore(args.concurrency)
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    client = httpx.Client(base_url=url, timeout=60, limits=limits)
+    pool = ThreadPoolExecutor(args.concurrency)
+
+    def post(index: int, attempt: int) -> None:
+        nonlocal redeliveries
+        try:
+            began = time.perf_counter()
+            try:
+                status = client.post("/", content=deliveries[index][1], headers=headers).status_code
+            except httpx.HTTPError:
+                status = 0
+            with lock:
+                latencies.append(time.perf_counter() - began)
+                by_kind[deliveries[index][0]].append(latencies[-1] * 1000)
+                answers[status] += 1
+                if 200 <= status < 300:
+                    done[index] = True
+                else:
+                    redeliveries += 1
+                    wait = BACKOFF[attempt] if attempt < len(BACKOFF) else 10
+                    heapq.heappush(queue, (time.monotonic() + wait, index, index, attempt + 1))
+                    lock.notify()
+        finally:
+            slots.release()
+
+    began = time.monotonic()
+    order_number = 0
+    for index, (kind, _body) in enumerate(deliveries):  # offered at `rate` orders per second
+        due = began + order_number / args.rate
+        if kind == "order":
+            order_number += 1
+        heapq.heappush(queue, (due, index, index, 0))
+    last_offered = began + (order_number - 1) / args.rate
+    try:
+        cpu_before = proc_cpu_seconds(process.pid)
+        while True:
+            with lock:
+                if all(done):
+                    break
+                if not queue:
+                    lock.wait(0.5)
+                    continue
+                due, _, index, attempt = queue[0]
+                now = time.monotonic()
+                if due > now:
+                    lock.wait(min(due - now, 0.5))
+                    continue
+                heapq.heappop(queue)
+            slots.acquire()
+            pool.submit(post, index, attempt)
+            if time.monotonic() - began > args.timeout:
+                print("timed out waiting for every delivery to be acknowledged", file=sys.stderr)
+                break
+        while time.monotonic() - began < args.timeout:  # until Klaviyo holds everything
+            with klaviyo._lock:
+                got = {event_key(e) for e in klaviyo.events}
+                profiles = {p.get("external_id") for p in klaviyo.profiles.values()}
+            if expected <= got and new_customers <= profiles:
+                break
+            time.sleep(0.05)
+        finished = time.monotonic()
+        app_cpu = proc_cpu_seconds(process.pid) - cpu_before
+        app_rss = proc_peak_rss_mib(process.pid)
+    finally:
+        pool.shutdown(wait=True)
+        client.close()
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+        ct_server.shutdown()
+        klaviyo_server.shutdown()
+
+    with klaviyo._lock:
+        sent = Counter(event_key(e) for e in klaviyo.events)
+        profiles = {p.get("external_id") for p in klaviyo.profiles.values()}
+    lost = len(expected - set(sent))
+    duplicated = sum(1 for k, c in sent.items() if c > 1)
+    requests = len(klaviyo.requests)
+    n_orders = sum(1 for kind, _ in deliveries if kind == "order")
+    ms = [x * 1000 for x in latencies]
+    print(f"flash sale: {n_orders} orders ({len(deliveries)} deliveries, {len(expected)} events, "
+          f"{len(new_customers)} new customers) offered at {args.rate}/s, at most {args.concurrency} in flight, "
+          f"{os.cpu_count()} CPUs")
+    print(f"  lag after last order    {finished - last_offered:8.2f} s  (all events and profiles in Klaviyo)")
+    print(f"  events lost             {lost:8d}   profiles missing {len(new_customers - profiles)}")
+    print(f"  events sent twice+      {duplicated:8d}")
+    print(f"  redeliveries            {redeliveries:8d}   answers {dict(answers)}")
+    print(f"  Klaviyo 429s            {klaviyo.throttled:8d}")
+    print(f"  Klaviyo requests        {requests / len(deliveries):8.3f} per delivery, "
+          f"{requests / n_orders:.3f} per order delivery ({requests})")
+    by_operation = Counter(f"{r.method} {re.sub(r'/[0-9A-Z]{26}', '/{id}', r.path)} {r.status}"
+                           for r in klaviyo.requests)
+    print(f"    by operation          {dict(by_operation.most_common())}")
+    print(f"  answer ms               p50 {percentile(ms, .5):.1f}  p99 {percentile(ms, .99):.1f}  max {max(ms):.1f}")
+    for kind, own in by_kind.items():
+        print(f"    {kind:<10}            p50 {percentile(own, .5):.1f}  p99 {percentile(own, .99):.1f}")
+    print(f"  app CPU                 {app_cpu:.2f} s;  peak RSS app {app_rss or 0:.1f} MiB, this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+    return 0 if lost == 0 and new_customers <= profiles else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="deliveries to post (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=16, help="deliveries in flight (default 16)")
+    parser.add_argument("--concurrency", type=int, help="deliveries in flight (default 16; --flash: 32)")
     parser.add_argument("--log-level", default="INFO", help="the app's LOG_LEVEL (default INFO, as in production)")
     parser.add_argument("--profile", action="store_true", help="run the app under cProfile and print the top")
     parser.add_argument("--top", type=int, default=25, help="functions printed with --profile (default 25)")
+    parser.add_argument("--flash", action="store_true", help="flash sale against a rate-limited Klaviyo stand-in")
+    parser.add_argument("--orders", type=int, default=2000, help="--flash: orders offered (default 2000)")
+    parser.add_argument("--rate", type=float, default=100, help="--flash: orders offered per second (default 100)")
+    parser.add_argument("--timeout", type=float, default=300, help="--flash: give up after this many seconds")
+    parser.add_argument("--max-wait-ms", type=int, help="the app's event.batch.maxWaitMs (default: its default)")
     parser.add_argument("--serve-app", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_app:
         serve_app(args.serve_app, args.profile_out)
         return 0
+    if args.flash:
+        args.concurrency = args.concurrency or 32
+        return flash(args)
+    args.concurrency = args.concurrency or 16
 
     ct = FakeCommercetools(project_key=PROJECT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     deliveries, warm_up = workload(ct, args.n)
@@ -314,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     klaviyo = FakeKlaviyo(validate=False)
     klaviyo_server = KlaviyoServer(klaviyo)
     profile_out = tempfile.mktemp(suffix=".prof") if args.profile else None
-    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, profile_out)
+    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, profile_out, args.max_wait_ms)
     try:
         for kind, status, _ in post_all(url, [("warm-up", body) for body in warm_up], 1):
             assert status == 204, (kind, status)

@@ -7,7 +7,11 @@ id, without its content (`event.handler.handle_oversized`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -16,9 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from event.handler import Answer, handle_delivery, handle_oversized
+from shared.batching import Batcher
 from shared.config import Settings
 from shared.context import build_context
 from shared.processors import Context
+from shared.product_cache import ProductCache
 from shared.web import closing, health_route, metrics_route
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -64,14 +70,36 @@ def event_routes(context: Context) -> list[Route]:
             found = _MESSAGE_ID.search(head)
             message_id = found.group(1).decode() if found else None
             answer = await run_in_threadpool(handle_oversized, size, message_id, head, MAX_BODY_BYTES, context)
-        else:
+        elif context.batcher is None:
             answer = await run_in_threadpool(handle_delivery, body, context)
+        else:
+            with context.batcher.delivery():
+                answer = await run_in_threadpool(handle_delivery, body, context)
         return _response(answer)
 
     return [Route("/", deliver, methods=["POST"])]
 
 
 def create_app(settings: Settings, context: Context | None = None) -> Starlette:
+    """The event app; its context gains the product cache and the micro-batcher, which is flushed and stopped
+    on shutdown before the clients close."""
     context = context or build_context(settings)
+    if context.product_cache is None:
+        context = dataclasses.replace(context, product_cache=ProductCache(settings.product_cache_seconds,
+                                                                          settings.product_cache_size))
+    if context.batcher is None:
+        context = dataclasses.replace(context, batcher=Batcher(context.klaviyo, context.commercetools,
+                                                               max_wait=settings.event_batch_max_wait))
+    close_clients = closing(context)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with close_clients(app):
+            try:
+                yield
+            finally:
+                if context.batcher is not None:
+                    await run_in_threadpool(context.batcher.close)
+
     return Starlette(routes=[*event_routes(context), health_route("event", context), metrics_route()],
-                     lifespan=closing(context))
+                     lifespan=lifespan)

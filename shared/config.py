@@ -191,6 +191,9 @@ class Settings:
     connect_env: str = "connect_dev"
     log_level: str = "INFO"
     port: int = 8080
+    event_batch_max_wait: float = 0.2  # seconds a write may wait for others to share its Klaviyo bulk request
+    product_cache_seconds: float = 60.0  # how long the event app reuses a product read from commercetools
+    product_cache_size: int = 2000  # products kept at most (least recently used dropped first)
     user_agent: str = f"commercetools-klaviyo-connector-python/{__version__}"
     warnings: tuple[str, ...] = ()  # what works but is likely a mistake (said at start-up)
 
@@ -342,6 +345,16 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
     page_size = tree["job"]["pageSize"]
     if not isinstance(page_size, int) or not 1 <= page_size <= 500:
         problems.append(f"job.pageSize: must be a whole number from 1 to 500, got {page_size}")
+    max_wait_ms = tree["event"]["batch"]["maxWaitMs"]
+    if not isinstance(max_wait_ms, int) or isinstance(max_wait_ms, bool) or not 1 <= max_wait_ms <= 1000:
+        problems.append(f"event.batch.maxWaitMs: must be whole milliseconds from 1 to 1000, got {max_wait_ms}")
+    cache = tree["event"]["productCache"]
+    cache_seconds, cache_size = cache["ttlSeconds"], cache["maxEntries"]
+    if isinstance(cache_seconds, bool) or not isinstance(cache_seconds, int | float) \
+            or not 0 < cache_seconds <= 3600:
+        problems.append(f"event.productCache.ttlSeconds: must be seconds up to 3600, got {cache_seconds}")
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or not 1 <= cache_size <= 100_000:
+        problems.append(f"event.productCache.maxEntries: must be a whole number from 1 to 100000, got {cache_size}")
     klaviyo_url = (env.get("KLAVIYO_API_URL") or DEFAULT_KLAVIYO_API_URL).strip().rstrip("/")
     if not klaviyo_url.startswith(("http://", "https://")):
         problems.append("KLAVIYO_API_URL: must be an http(s) URL")
@@ -427,6 +440,9 @@ def _build(env: Mapping[str, str], tree: dict[str, Any], problems: list[str], re
         connect_env=(env.get("CONNECT_ENV") or "connect_dev").strip(),
         log_level=log_level,
         port=int(port_raw),
+        event_batch_max_wait=max_wait_ms / 1000,
+        product_cache_seconds=float(cache_seconds),
+        product_cache_size=cache_size,
     )
 
 

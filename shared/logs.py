@@ -75,6 +75,11 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
 
 
+def current_message_id() -> str | None:
+    """The id of the message being handled in this context, if any."""
+    return _message_id.get()
+
+
 @contextmanager
 def message_context(message_id: str | None) -> Iterator[None]:
     token = _message_id.set(message_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.commercetools import Commercetools
 from shared.config import Settings
@@ -24,6 +25,10 @@ class Context:
     klaviyo: Klaviyo
     versions: VersionGuard = field(default_factory=VersionGuard)  # the last version applied per resource
     erasures: Erasures = field(default_factory=Erasures)  # the erasure key, erased customers seen lately
+    # The event app's micro-batcher (`shared.batching.Batcher`) and product cache (`shared.product_cache`);
+    # None elsewhere (the job app, tests of single processors): writes go one request at a time.
+    batcher: Any = None
+    product_cache: Any = None
 
 
 @dataclass(frozen=True)

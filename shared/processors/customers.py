@@ -25,11 +25,19 @@ def sync_customer(customer: dict[str, Any], context: Context) -> str | None:
     email = customer.get("email")
     if not email:
         return "customer has no email"
-    klaviyo = context.klaviyo
-    profile_id = klaviyo.find_profile_id(external_id=customer["id"])
-    if profile_id is None and context.settings.customer.deduplication:
-        profile_id = klaviyo.find_profile_id(email=email)
-    klaviyo.upsert_profile(profile_attributes(customer, context.settings.customer.custom_fields), profile_id)
+    klaviyo, deduplication = context.klaviyo, context.settings.customer.deduplication
+    attributes = profile_attributes(customer, context.settings.customer.custom_fields)
+
+    def one_by_one() -> None:
+        profile_id = klaviyo.find_profile_id(external_id=customer["id"])
+        if profile_id is None and deduplication:
+            profile_id = klaviyo.find_profile_id(email=email)
+        klaviyo.upsert_profile(attributes, profile_id)
+
+    # Under load, the event app's batcher imports the profile in a shared profile bulk import job (which matches
+    # by email and external id too); it falls back to `one_by_one` for a profile the job fails on.
+    if context.batcher is None or not context.batcher.import_profile(attributes, one_by_one):
+        one_by_one()
     sync_consent(customer, context)
     return None
 

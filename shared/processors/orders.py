@@ -36,6 +36,7 @@ PRODUCT_EXPAND = ("masterData.current.categories[*]", "masterData.current.catego
 IDS_PER_QUERY = 100
 NO_IDENTITY = "order has neither customerEmail nor customerId"
 SINGLE_EVENTS_MAX = 10
+BATCHED_EVENTS_MAX = 100  # orders with more events send their own bulk requests
 
 
 # --- reads shared with the bulk import ---------------------------------------------------------------------
@@ -60,11 +61,22 @@ def order_of_payment(commercetools: Commercetools, payment_id: str) -> dict[str,
     return found[0] if found else None
 
 
+def products_of(context: Context, order: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The order's products, from the event app's product cache when there is one."""
+    ids = product_ids(order)
+    if context.product_cache is None:
+        return fetch_products(context.commercetools, ids)
+    return context.product_cache.get_many(ids, lambda missing: fetch_products(context.commercetools, missing))
+
+
 def send(context: Context, events: Iterable[dict[str, Any]]) -> None:
     """A few events go one by one (create-event allows 350/s); more go in bulk requests of up to 1,000, so a
     large order fits the delivery's time budget (at ~100 ms a request, 500 single events would take 50 s and
-    be redelivered forever)."""
+    be redelivered forever). In the event app under load, they join other deliveries' events in one bulk
+    request (`shared.batching`)."""
     events = list(events)
+    if context.batcher is not None and len(events) <= BATCHED_EVENTS_MAX and context.batcher.send_events(events):
+        return
     if len(events) <= SINGLE_EVENTS_MAX:
         for attributes in events:
             context.klaviyo.create_event(attributes)
@@ -115,7 +127,7 @@ def _placed(notification: Notification, context: Context) -> str | None:
         return _no_identity(order)
     if _erased(context, order):
         return ERASED
-    products = fetch_products(context.commercetools, product_ids(order))
+    products = products_of(context, order)
     _send(context, notification, placed_order_events(order, products, context.settings))
     return None
 
@@ -148,7 +160,7 @@ def _state_changed(notification: Notification, context: Context) -> str | None:
     if _erased(context, order):
         return ERASED
     time = notification.payload.get("createdAt") or order.get("lastModifiedAt")
-    products = fetch_products(context.commercetools, product_ids(order))
+    products = products_of(context, order)
     _send(context, notification, [order_state_event(order, products, metric, time, settings)])
     return None
 
@@ -208,7 +220,7 @@ def _refunded(notification: Notification, context: Context) -> str | None:
     if _erased(context, order):
         return ERASED
     order = _with_payment(order, payment)
-    products = fetch_products(context.commercetools, product_ids(order))
+    products = products_of(context, order)
     time = notification.payload.get("createdAt")
     _send(context, notification, [refunded_order(order, t, products, context.settings, time) for t in refunds])
     return None

@@ -703,6 +703,7 @@ class FakeKlaviyo:
             ("GET", f"/api/profiles/{seg}", self._get_profile, _NORMAL),
             ("PATCH", f"/api/profiles/{seg}", self._update_profile, _NORMAL),
             ("POST", "/api/profile-bulk-import-jobs", self._bulk_import_profiles, _BULK),
+            ("GET", "/api/profile-bulk-import-jobs", self._list_profile_jobs, _BULK),
             ("GET", f"/api/profile-bulk-import-jobs/{seg}", self._get_profile_job, _BULK),
             ("GET", f"/api/profile-bulk-import-jobs/{seg}/import-errors", self._get_import_errors, _BULK),
             ("POST", "/api/events", self._create_event, _FAST),
@@ -941,6 +942,19 @@ class FakeKlaviyo:
         if job is None or job["type"] != "profile-bulk-import-job":
             raise _Fail(404, f"No profile bulk import job {job_id!r}.")
         return 200, self._job_document(ctx, job, "/api/profile-bulk-import-jobs", poll=True)
+
+    def _list_profile_jobs(self, ctx: _Ctx) -> _Reply:
+        """Every profile bulk import job of the account (oldest first; `sort=-created_at`: newest first)."""
+        order = ctx.query.get("sort", "created_at")
+        if order not in ("created_at", "-created_at"):
+            raise _invalid(f"Invalid sort {order!r}.", parameter="sort")
+        jobs = [j for j in self.jobs.values() if j["type"] == "profile-bulk-import-job"]
+        if order.startswith("-"):
+            jobs.reverse()
+        page, links = self._page(ctx, jobs, default_size=20)
+        documents = [self._job_document(ctx, job, "/api/profile-bulk-import-jobs", poll=True)["data"]
+                     for job in page]
+        return 200, {"data": documents, "links": links}
 
     def _get_import_errors(self, ctx: _Ctx, job_id: str) -> _Reply:
         if job_id not in self.import_errors:

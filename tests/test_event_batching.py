@@ -1,0 +1,276 @@
+"""Micro-batching in the event app (shared/batching.py) and the product cache (shared/product_cache.py), on real
+local HTTP servers. Assertions are on counts and outcomes, never on timing (except that a delivery is answered
+within its time budget)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.batching import Batcher
+from shared.commercetools import Commercetools
+from shared.config import Settings
+from shared.deadline import time_budget
+from shared.errors import ApiError, TransientError
+from shared.klaviyo import Klaviyo
+from shared.logs import message_context
+from shared.processors.orders import fetch_products
+from shared.product_cache import ProductCache
+from tests.builders import pubsub
+from tests.fakes.commercetools import FakeCommercetools
+from tests.fakes.klaviyo import FakeKlaviyo
+from tests.test_faults_event import (
+    dead_letters,
+    key,
+    open_order,
+    order_created,
+    placed,
+    product_published,
+    recorded,
+    seed,
+    serve,
+)
+
+BULK = "/api/event-bulk-create-jobs"
+BATCHED = {"event": {"batch": {"maxWaitMs": 200}}}
+
+
+def orders(n: int) -> list[dict[str, Any]]:
+    return [open_order(10 + i) for i in range(n)]
+
+
+def bulk_requests(klaviyo: FakeKlaviyo) -> list[list[tuple[str, str | None]]]:
+    """The events of each accepted event bulk request, by (metric, unique_id)."""
+    return [[key({**e["attributes"], "metric": e["attributes"]["metric"]})
+             for group in r.body["data"]["attributes"]["events-bulk-create"]["data"]
+             for e in group["attributes"]["events"]["data"]]
+            for r in klaviyo.calls("POST", BULK) if r.status == 202]
+
+
+def post_each(url: str, deliveries: list[dict[str, Any]], after: Callable[[int, httpx.Response], None] | None = None,
+              ) -> list[httpx.Response]:
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(32) as pool:
+        def post(item: tuple[int, dict[str, Any]]) -> httpx.Response:
+            response = client.post("/", json=item[1])
+            if after is not None:
+                after(item[0], response)
+            return response
+        return list(pool.map(post, enumerate(deliveries)))
+
+
+def test_concurrent_deliveries_share_bulk_requests_and_each_is_answered_after_its_events_were_accepted(
+        configure: Callable[..., Settings], ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
+    seed(ct)
+    batch = orders(40)
+    missing_at_answer: list[int] = []
+
+    def check(index: int, response: httpx.Response) -> None:  # at the moment the answer arrives
+        kept = Counter(key(e) for e in list(klaviyo.events))
+        if response.status_code == 204 and any(kept[k] == 0 for k in placed(batch[index])):
+            missing_at_answer.append(index)
+
+    with serve(configure(BATCHED)) as url:
+        answers = post_each(url, [pubsub(order_created(o), f"m-{i}") for i, o in enumerate(batch)], check)
+    assert [a.status_code for a in answers] == [204] * 40
+    assert missing_at_answer == []
+    expected = sum((placed(o) for o in batch), Counter())
+    assert Counter(key(e) for e in klaviyo.events) == expected  # every event exactly once
+    shared = [r for r in bulk_requests(klaviyo) if len({u for m, u in r if m == "Placed Order"}) >= 2]
+    assert shared, "no bulk request carried the events of two deliveries"
+    assert len(klaviyo.calls("POST", BULK)) + len(klaviyo.calls("POST", "/api/events")) < 40 * 4
+
+
+def test_a_batch_failing_transiently_answers_its_deliveries_503_and_they_succeed_when_delivered_again(
+        configure: Callable[..., Settings], ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
+    seed(ct)
+    batch = orders(30)
+    deliveries = [pubsub(order_created(o), f"m-{i}") for i, o in enumerate(batch)]
+    # Every attempt (the transport tries 4 times) of the first requests fails: at least one batch fails whole.
+    klaviyo.fail_next("POST", r"/api/event-bulk-create-jobs|/api/events", 503, times=12)
+    with serve(configure(BATCHED)) as url:
+        first = post_each(url, deliveries)
+        pending = [d for d, a in zip(deliveries, first, strict=True) if a.status_code != 204]
+        statuses = {a.status_code for a in first}
+        for _round in range(5):  # Pub/Sub delivers again what was not acknowledged
+            if not pending:
+                break
+            answers = post_each(url, pending)
+            statuses |= {a.status_code for a in answers}
+            pending = [d for d, a in zip(pending, answers, strict=True) if a.status_code != 204]
+    assert 503 in {a.status_code for a in first} and statuses == {204, 503}
+    assert pending == []
+    assert recorded(klaviyo) == sum((placed(o) for o in batch), Counter())  # each event kept once
+    assert dead_letters(ct) == {}
+
+
+def stock_update(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"notificationType": "ResourceUpdated", "projectKey": "test-project",
+            "resource": {"typeId": "inventory-entry", "id": entry["id"]},
+            "resourceUserProvidedIdentifiers": {"sku": entry["sku"]}, "version": entry["version"],
+            "oldVersion": entry["version"] - 1, "modifiedAt": "2026-11-27T10:00:00.000Z"}
+
+
+def test_concurrent_stock_updates_share_catalog_variant_update_jobs_and_a_variant_klaviyo_lacks_is_skipped(
+        configure: Callable[..., Settings], ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
+    seed(ct)
+    entries = list(ct.store["inventory"].values())
+    config = {**BATCHED, "product": {"inventory": {"useChannelInventory": entries[0]["supplyChannel"]["id"]}}}
+    with serve(configure(config)) as url:
+        products = sorted(ct.store["products"])
+        assert [a.status_code for a in post_each(url, [pubsub(product_published(p)) for p in products[:1]])] \
+            == [204]
+        for position, entry in enumerate(entries):
+            entry.update(version=entry["version"] + 1, availableQuantity=10 + position, quantityOnStock=10 + position)
+        answers = post_each(url, [pubsub(stock_update(e), f"s-{i}") for i, e in enumerate(entries)])
+    assert [a.status_code for a in answers] == [204] * len(entries)
+    published = {sku for sku in (v.removeprefix("$custom:::$default:::") for v in klaviyo.variants)}
+    for position, entry in enumerate(entries):
+        variant = klaviyo.variants.get(f"$custom:::$default:::{entry['sku']}")
+        if entry["sku"] in published:
+            assert variant is not None and variant["attributes"]["inventory_quantity"] == 10 + position
+    assert published != {e["sku"] for e in entries}  # some SKUs are not in Klaviyo: their updates were skipped
+    jobs = [r for r in klaviyo.calls("POST", "/api/catalog-variant-bulk-update-jobs") if r.status == 202]
+    assert any(len(r.body["data"]["attributes"]["variants"]["data"]) >= 2 for r in jobs)
+    assert dead_letters(ct) == {}
+    # The variants a job failed on (Klaviyo lacks them) were tried alone once more, the others not (but for the
+    # first delivery, which may have found the app idle and gone alone).
+    alone = [r.path.rsplit(":::", 1)[-1] for r in klaviyo.calls("PATCH", r"/api/catalog-variants/.*")]
+    assert len([sku for sku in alone if sku in published]) <= 1
+    assert {e["sku"] for e in entries} - published <= set(alone)
+
+
+# --- the batcher on its own (its deliveries counted in flight as the app does) --------------------------------
+
+
+@pytest.fixture
+def clients(settings: Settings) -> Iterator[tuple[Klaviyo, Commercetools]]:
+    klaviyo = Klaviyo(settings.klaviyo, user_agent="test")
+    ct = Commercetools(settings.commercetools, user_agent="test")
+    yield klaviyo, ct
+    klaviyo.close()
+    ct.close()
+
+
+def event(n: int, email: str = "someone@example.com") -> dict[str, Any]:
+    return {"profile": {"data": {"type": "profile", "attributes": {"email": email}}},
+            "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+            "properties": {"n": n}, "unique_id": f"u-{n}", "time": "2026-11-27T10:00:00+00:00", "backfill": False}
+
+
+def run_deliveries(batcher: Batcher, work: list[Callable[[], Any]], budget: float = 8.0) -> list[Any]:
+    """Run each callable as one delivery in flight, all at once; returns what each returned or raised."""
+    results: list[Any] = [None] * len(work)
+    start = threading.Barrier(len(work))
+
+    def one(index: int) -> None:
+        with batcher.delivery(), message_context(f"msg-{index}"), time_budget(budget):
+            start.wait()
+            try:
+                results[index] = work[index]()
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the test looks at
+                results[index] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_one_bad_event_in_a_batch_fails_only_its_delivery(clients: tuple[Klaviyo, Commercetools],
+                                                          klaviyo: FakeKlaviyo) -> None:
+    client, ct = clients
+    batcher = Batcher(client, ct, max_wait=0.2)
+    bad = {**event(3), "properties": {"n": "x" * 110_000}}  # a string over Klaviyo's 100 KB
+    work = [lambda: batcher.send_events([event(1), event(2)]), lambda: batcher.send_events([bad, event(4)]),
+            lambda: batcher.send_events([event(5)])]
+    results = run_deliveries(batcher, work)
+    batcher.close()
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], ApiError) and results[1].status == 400 and not results[1].transient
+    assert [r.status for r in klaviyo.calls("POST", BULK)] == [400]  # one shared request, refused whole...
+    kept = {e["unique_id"] for e in klaviyo.recorded_events()}
+    assert kept == {"u-1", "u-2", "u-5"}  # ...then sent again one by one: the bad delivery's events are not kept
+    assert all(e.get("backfill") is False for e in klaviyo.events)  # attributes the batcher does not know pass
+    klaviyo.errors.clear()  # the refused event was meant to be invalid
+
+
+def test_a_batch_never_holds_a_delivery_past_its_time_budget(clients: tuple[Klaviyo, Commercetools],
+                                                             klaviyo: FakeKlaviyo) -> None:
+    client, ct = clients
+    batcher = Batcher(client, ct, max_wait=0.2)
+    batcher.pacers["events-bulk"].block(60)  # Klaviyo said: no bulk request for a minute
+    began = time.monotonic()
+    results = run_deliveries(batcher, [lambda: batcher.send_events([event(1)]),
+                                       lambda: batcher.send_events([event(2)])], budget=1.0)
+    elapsed = time.monotonic() - began
+    assert all(isinstance(r, TransientError) for r in results)  # answered 503, to be delivered again
+    assert elapsed < 1.0
+    assert klaviyo.calls("POST", BULK) == []
+    batcher.closed = True  # stop without flushing the abandoned writes
+
+
+def test_a_profile_the_import_job_fails_on_is_written_alone_and_dead_lettered_if_that_fails(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
+    client, ct_client = clients
+    klaviyo.add_profile({"external_id": "c-1", "email": "old@example.com"})
+    klaviyo.add_profile({"email": "taken@example.com"})
+    batcher = Batcher(client, ct_client, max_wait=0.2)
+    singles: list[str] = []
+
+    def single(attributes: dict[str, Any]) -> Callable[[], None]:
+        def write() -> None:
+            singles.append(attributes["external_id"])
+            client.upsert_profile(attributes, client.find_profile_id(external_id=attributes["external_id"]))
+        return write
+
+    good = {"external_id": "c-2", "email": "new@example.com"}
+    clash = {"external_id": "c-1", "email": "taken@example.com"}  # another profile has this email: 409
+    results = run_deliveries(batcher, [lambda: batcher.import_profile(good, single(good)),
+                                       lambda: batcher.import_profile(clash, single(clash))])
+    assert results == [True, True]  # answered once the job was accepted (202)
+    batcher.close()  # checks the job: it failed on one profile
+    assert len(klaviyo.calls("POST", "/api/profile-bulk-import-jobs")) == 1
+    assert singles == ["c-1"]  # the failed profile written again alone, the other not
+    assert {p.get("external_id") for p in klaviyo.profiles.values()} >= {"c-1", "c-2"}
+    letters = dead_letters(ct)
+    assert list(letters) == ["msg-1"]
+    assert letters["msg-1"]["notification"]["resource"] == {"typeId": "customer", "id": "c-1"}
+
+
+# --- the product cache ----------------------------------------------------------------------------------------
+
+
+def test_product_cache_reads_each_product_once_until_it_expires_and_keeps_at_most_its_bound(
+        settings: Settings, ct: FakeCommercetools) -> None:
+    seed(ct)
+    ids = sorted(ct.store["products"])[:3]
+    now = [0.0]
+    cache = ProductCache(60, 2, clock=lambda: now[0])
+    client = Commercetools(settings.commercetools, user_agent="test")
+
+    def reads() -> int:
+        return len([r for r in ct.requests if r.path.endswith("/products")])
+
+    def fetch(missing: list[str]) -> dict[str, dict[str, Any]]:
+        return fetch_products(client, missing)
+
+    assert set(cache.get_many(ids[:2], fetch)) == set(ids[:2]) and reads() == 1
+    assert set(cache.get_many(ids[:2], fetch)) == set(ids[:2]) and reads() == 1  # cached
+    now[0] = 61
+    assert set(cache.get_many(ids[:1], fetch)) == set(ids[:1]) and reads() == 2  # expired: read again
+    cache.get_many(ids[2:], fetch)  # a third product: the least recently used one goes
+    assert len(cache) == 2 and reads() == 3
+    cache.get_many(ids[:1], fetch)
+    assert reads() == 3  # still cached (used recently)
+    cache.get_many(ids[1:2], fetch)
+    assert reads() == 4  # it was dropped
+    client.close()
