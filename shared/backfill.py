@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.times import instant
+
 IMPORTED_MESSAGES = frozenset({"OrderImported"})
 IDENTIFIERS = ("email", "external_id", "phone_number")
 
@@ -22,15 +24,8 @@ IDENTIFIERS = ("email", "external_id", "phone_number")
 def is_old(time: Any, hours: float, now: datetime | None = None) -> bool:
     """True when `time` (ISO 8601) is more than `hours` before now; `hours` 0 switches the rule off. A time that
     cannot be read is not old (the event is sent as fresh, as it was before this rule)."""
-    if hours <= 0 or not isinstance(time, str):
-        return False
-    try:
-        moment = datetime.fromisoformat(time.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment < (now or datetime.now(UTC)) - timedelta(hours=hours)
+    moment = instant(time) if hours > 0 else None
+    return moment is not None and moment < (now or datetime.now(UTC)) - timedelta(hours=hours)
 
 
 def as_history(event: dict[str, Any]) -> dict[str, Any]:

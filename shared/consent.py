@@ -35,6 +35,7 @@ from shared.config import Settings
 from shared.errors import ApiError, Conflict, TransientError
 from shared.mappers.customer import phone_number, select_address
 from shared.stores import consent_lists, customer_store_keys
+from shared.times import instant
 
 if TYPE_CHECKING:
     from shared.bulk import BulkSender
@@ -81,8 +82,8 @@ def turned_off(message: dict[str, Any], settings: Settings) -> list[str]:
 
 def consented_at(customer: dict[str, Any], now: datetime) -> str:
     """When commercetools last changed the customer, never later than now (Klaviyo refuses future times)."""
-    instant = _instant(customer.get("lastModifiedAt") or customer.get("createdAt")) or now
-    return min(instant, now).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    changed = instant(customer.get("lastModifiedAt") or customer.get("createdAt")) or now
+    return min(changed, now).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -310,10 +311,3 @@ def _send_group(sender: BulkSender, group: list[Change]) -> dict[Change, str]:
         refused.update(_send_group(sender, [change]))
     return refused
 
-
-def _instant(value: Any) -> datetime | None:
-    try:
-        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-    return instant.replace(tzinfo=UTC) if instant and instant.tzinfo is None else instant

@@ -33,7 +33,6 @@ import json
 import logging
 import marshal
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +43,7 @@ from shared.mappers.links import product_url
 from shared.mappers.localize import localized, money
 from shared.mappers.properties import filter_properties
 from shared.stores import EVENT_PROPERTY, settings_for, store_key
+from shared.times import instant
 
 log = logging.getLogger(__name__)
 
@@ -471,19 +471,11 @@ def _transactions(order: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _earlier(other: dict[str, Any], other_position: int, current: dict[str, Any], position: int) -> bool:
-    mine, theirs = _instant(current.get("timestamp")), _instant(other.get("timestamp"))
+    mine, theirs = instant(current.get("timestamp")), instant(other.get("timestamp"))
     if mine and theirs and mine != theirs:
         return theirs < mine
     return other_position < position
 
-
-def _instant(value: Any) -> datetime | None:
-    """An ISO 8601 time, made UTC when it has no offset (commercetools always writes UTC)."""
-    try:
-        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-    return instant.replace(tzinfo=UTC) if instant and instant.tzinfo is None else instant
 
 
 def _decimal(amount: dict[str, Any] | None) -> Decimal:
