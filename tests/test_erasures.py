@@ -43,6 +43,15 @@ def deliver(app: TestClient, notification: dict[str, Any]) -> tuple[int, str, st
     return response.status_code, response.headers.get("x-outcome", ""), response.headers.get("x-outcome-reason", "")
 
 
+def assert_no_profile_of_them(klaviyo: FakeKlaviyo) -> None:
+    """The erased person has no profile in Klaviyo, once every accepted job is processed: events carry the email
+    and the customer id, and Klaviyo creates a profile from every event's profile."""
+    klaviyo.settle()
+    theirs = [p for p in klaviyo.profiles.values()
+              if str(p.get("email", "")).lower() == EMAIL or p.get("external_id") == CUSTOMER_ID]
+    assert theirs == []
+
+
 def metrics(klaviyo: FakeKlaviyo) -> list[str]:
     return [e["metric"]["data"]["attributes"]["name"] for e in klaviyo.recorded_events()]
 
@@ -111,6 +120,7 @@ def test_nothing_about_an_erased_customer_reaches_klaviyo(apps: Callable[..., Te
         assert "erased" in reason or "no longer exists" in reason
         assert EMAIL not in reason
     assert klaviyo.recorded_events() == [] and klaviyo.profiles == {}
+    assert_no_profile_of_them(klaviyo)
     assert [r.path for r in klaviyo.requests if r.method == "POST"] == ["/api/data-privacy-deletion-jobs"]
 
 
@@ -130,6 +140,8 @@ def test_a_guest_order_with_the_erased_email_is_skipped(apps: Callable[..., Test
     assert deliver(app, message("order", other["id"], "OrderCreated", order=other))[:2] == (204, "processed")
     assert {e["profile"]["data"]["attributes"]["email"] for e in klaviyo.recorded_events()} == {
         "someone.else@example.com"}
+    assert_no_profile_of_them(klaviyo)
+    assert [p["email"] for p in klaviyo.profiles.values()] == ["someone.else@example.com"]
     assert len(container(ct, KEY_CONTAINER)) == 1  # one key for every instance
 
 
@@ -168,6 +180,7 @@ def test_dead_letters_holding_the_customers_data_are_removed_at_deletion(
     assert code == 0 and f"{refund['id']}: ignored" in out and f"{others['id']}: processed" in out
     assert {e["profile"]["data"]["attributes"]["email"] for e in klaviyo.recorded_events()} == {
         "someone.else@example.com"}
+    assert_no_profile_of_them(klaviyo)
 
 
 def test_deletion_switched_off_keeps_no_record(apps: Callable[..., TestClient], ct: FakeCommercetools,
@@ -200,6 +213,8 @@ def test_bulk_imports_skip_erased_customers_and_count_them(
     assert summary["counts"]["skipped"] == 2 and summary["counts"]["erased"] == 2
     assert {e["profile"]["data"]["attributes"]["email"] for e in klaviyo.recorded_events()} == {
         o["customerEmail"] for o in kept}
+    assert_no_profile_of_them(klaviyo)
+    assert sorted(p["email"] for p in klaviyo.profiles.values()) == sorted(o["customerEmail"] for o in kept)
     erasure_queries = ct.find_requests("GET", rf"^/test-project/custom-objects/{CONTAINER}$")
     assert len(erasure_queries) == 2  # one per page of orders
 
@@ -210,7 +225,8 @@ def test_bulk_imports_skip_erased_customers_and_count_them(
     service.request("customers", {})
     [summary] = service.run(types=("customers",))
     assert summary["counts"]["erased"] == 1 and summary["counts"]["skipped"] == 1
-    assert [p.get("external_id") for p in klaviyo.profiles.values()] == [survivor["id"]]
+    assert_no_profile_of_them(klaviyo)
+    assert [p["external_id"] for p in klaviyo.profiles.values() if p.get("external_id")] == [survivor["id"]]
 
 
 # --- operator -------------------------------------------------------------------------------------------------

@@ -710,6 +710,72 @@ def test_deletion_requests(fake: FakeKlaviyo, client: httpx.Client) -> None:
         fake.assert_valid()
 
 
+def test_events_create_and_update_profiles_and_deletion_removes_them(fake: FakeKlaviyo,
+                                                                     client: httpx.Client) -> None:
+    def profile(email: str | None = "ann@example.com", **attributes: Any) -> dict[str, Any]:
+        return {"data": {"type": "profile", "attributes": {**({"email": email} if email else {}), **attributes}}}
+
+    def by(name: str, value: str) -> dict[str, Any]:
+        (found,) = [p for p in fake.profiles.values() if p.get(name) == value]
+        return found
+
+    first = event_body(profile=profile(first_name="Ann", location={"city": "Berlin", "country": "DE"},
+                                       properties={"tier": "gold"}))
+    assert client.post("/api/events", json=first).status_code == 202
+    assert list(fake.profiles.values()) == [{"email": "ann@example.com", "first_name": "Ann",
+                                             "location": {"city": "Berlin", "country": "DE"},
+                                             "properties": {"tier": "gold"}}]
+    # history (backfill) updates the profile too; what is absent is left alone, location and properties merge
+    second = event_body(unique_id="order-2", backfill=True, profile=profile(
+        "ANN@example.com", external_id="c-1", last_name="Lee", location={"city": "Hamburg"},
+        properties={"since": 2020}))
+    assert client.post("/api/events", json=second).status_code == 202
+    assert list(fake.profiles.values()) == [{"email": "ANN@example.com", "first_name": "Ann", "last_name": "Lee",
+                                             "external_id": "c-1",
+                                             "location": {"city": "Hamburg", "country": "DE"},
+                                             "properties": {"tier": "gold", "since": 2020}}]
+    ann = next(iter(fake.profiles))
+    # identifiers naming two profiles: the external_id's profile wins, the other's email is not moved to it
+    bob = fake.add_profile({"email": "bob@example.com"})
+    clash = event_body(unique_id="order-3", profile=profile("bob@example.com", external_id="c-1", title="Dr"))
+    assert client.post("/api/events", json=clash).status_code == 202
+    assert fake.profiles[ann]["title"] == "Dr" and fake.profiles[ann]["email"] == "ANN@example.com"
+    assert fake.profiles[bob] == {"email": "bob@example.com"}
+    by_id = event_body(unique_id="order-4", profile={"data": {"type": "profile", "id": bob,
+                                                              "attributes": {"first_name": "Bob"}}})
+    assert client.post("/api/events", json=by_id).status_code == 202
+    assert fake.profiles[bob] == {"email": "bob@example.com", "first_name": "Bob"}
+
+    # a bulk job's events: profiles only once the job is processed (a later request, or settle())
+    job = bulk_events_body(profiles=2)
+    job["data"]["attributes"]["events-bulk-create"]["data"][0]["attributes"]["profile"] = profile(
+        "p0@example.com", first_name="Pat")
+    assert client.post("/api/event-bulk-create-jobs", json=job).status_code == 202
+    assert len(fake.events) == 8 and len(fake.profiles) == 2
+    assert client.get("/api/profiles").status_code == 200  # time passes
+    assert by("email", "p0@example.com") == {"email": "p0@example.com", "first_name": "Pat"}
+    assert by("email", "p1@example.com") == {"email": "p1@example.com"}
+    assert client.post("/api/event-bulk-create-jobs", json=bulk_events_body(profiles=1)).status_code == 202
+    job = bulk_events_body(profiles=1)
+    job["data"]["attributes"]["events-bulk-create"]["data"][0]["attributes"]["profile"] = profile(
+        "p0@example.com", last_name="Ode")
+    assert client.post("/api/event-bulk-create-jobs", json=job).status_code == 202
+    assert "last_name" not in by("email", "p0@example.com")
+    fake.settle()
+    assert by("email", "p0@example.com") == {"email": "p0@example.com", "first_name": "Pat", "last_name": "Ode"}
+    assert len(fake.profiles) == 4
+
+    # deletion removes the profile and the person's events (however their event named them); others stay
+    assert client.post("/api/data-privacy-deletion-jobs", json=deletion_body(email="ann@EXAMPLE.com")).status_code \
+        == 202
+    assert ann not in fake.profiles and len(fake.profiles) == 3
+    assert [e["unique_id"] for e in fake.events if e["unique_id"].startswith("order")] == ["order-4"]
+    assert client.post("/api/data-privacy-deletion-jobs", json=deletion_body(email="p0@example.com")).status_code \
+        == 202
+    assert {e["profile"]["data"]["attributes"].get("email") for e in fake.events} == {None, "p1@example.com"}
+    fake.assert_valid()
+
+
 def test_fail_next(fake: FakeKlaviyo, client: httpx.Client) -> None:
     fake.fail_next("POST", "/api/events", 429)
     fake.fail_next("post", r"/api/catalog-items(/.*)?", 503, times=2, headers={"X-Test": "1"})

@@ -316,6 +316,11 @@ def _may_hold_long_strings(raw: bytes) -> bool:
     return any(raw.find(b'"', start, start + block) == -1 for start in range(0, len(raw) - block + 1, block))
 
 
+def _mark(name: str, value: Any) -> tuple[str, str]:
+    """An identifier as Klaviyo compares it (emails case-insensitively)."""
+    return name, str(value).lower() if name == "email" else str(value)
+
+
 def _longest_string(value: Any) -> int:
     if isinstance(value, str):
         return len(value.encode())
@@ -332,9 +337,12 @@ class FakeKlaviyo:
     Lists exist only as the targets of profile subscription jobs (`add_list`, `consent`).
     Flows: an event sent with `backfill: true` is recorded but triggers no flow; `flow_triggers()` lists the
     recorded events that would have triggered flows.
+    Every event's profile creates or updates a profile (`_apply_event_profile`), backfill or not: a create-event
+    at once, the events of a bulk-create job once the job is processed (from the next request on, or `settle()`).
+    A data privacy deletion removes the profile and its events.
 
-    Not modelled: events creating or updating profiles, deleting an item's variants with the item, and
-    checking that the categories an item names exist.
+    Not modelled: deleting an item's variants with the item, checking that the categories an item names exist,
+    merging two existing profiles that one event's identifiers link, and profiles found by `_kx`/`anonymous_id`.
     """
 
     def __init__(self, httpserver: HTTPServer | None = None, *, validator: SdkValidator | None = None,
@@ -343,7 +351,8 @@ class FakeKlaviyo:
         """``validate=False`` skips the SDK model check; ``revision`` is the ``revision`` header to insist on
         (default: the revision the SDK was generated from; ``"*"``: any). ``keep_payloads=False`` (load
         tests) keeps neither request bodies nor events: accepted events are only counted (`accepted_events`)
-        with the keys Klaviyo deduplicates them by (`accepted_keys`), so that memory stays flat."""
+        with the keys Klaviyo deduplicates them by (`accepted_keys`), and bulk events create no profiles, so
+        that memory stays flat."""
         self.validator = (validator or load_validator()) if validate else None
         if revision is None:
             revision = (self.validator or load_validator()).revision
@@ -367,6 +376,7 @@ class FakeKlaviyo:
         self.confirmations_sent: list[tuple[str, str]] = []  # (list id, email): double opt-in requests
         self.refuse_subscriptions: set[str] = set()  # emails whose subscriptions fail when processed
         self.subscription_requests_until_processed = 0
+        self.event_jobs: list[list[dict[str, Any]]] = []  # the profiles of accepted events bulk jobs not processed
         self.job_polls_until_complete = 0
         self.enforce_rate_limits = False
         self.throttled = 0
@@ -447,11 +457,12 @@ class FakeKlaviyo:
             return list_id
 
     def settle(self) -> None:
-        """Let time pass: every accepted subscription job is processed."""
+        """Let time pass: every accepted subscription job and events bulk job is processed."""
         with self._lock:
             for job in self.subscription_jobs:
                 job["wait"] = 0
             self._process_subscription_jobs()
+            self._process_event_jobs()
 
     def consent(self, email: str, channel: str = "email") -> str:
         """The profile's marketing consent on `channel` as Klaviyo shows it (NEVER_SUBSCRIBED when unknown)."""
@@ -550,6 +561,7 @@ class FakeKlaviyo:
             self.requests.append(record)
             fault = self._take_fault(method, path)
             self._process_subscription_jobs()  # asynchronous: a job shows from a later request on
+            self._process_event_jobs()
         record.injected = fault is not None
 
         violations = self._check_request(record, raw_path, not_json, parsed)
@@ -973,10 +985,15 @@ class FakeKlaviyo:
                            "/data/attributes/profile/data")
         self.deletions.append(identifiers)
         name = given[0]
-        for pid in [p for p, a in self.profiles.items()
-                    if (p == identifiers[name] if name == "id" else
-                        str(a.get(name, "")).lower() == str(identifiers[name]).lower())]:
+        doomed = [p for p, a in self.profiles.items()
+                  if (p == identifiers[name] if name == "id" else
+                      str(a.get(name, "")).lower() == str(identifiers[name]).lower())]
+        # the person's events go too: those naming a removed profile's id or one of its identifiers
+        marks = {_mark(name, identifiers[name])}
+        for pid in doomed:
+            marks |= {("id", pid)} | {_mark(n, v) for n, v in self.profiles[pid].items() if n in _PROFILE_IDENTIFIERS}
             del self.profiles[pid]
+        self.events = [e for e in self.events if not marks & self._event_marks(e)]
         return 202, None
 
     # --- consent: profile subscription bulk jobs ------------------------------------------------------------
@@ -1115,7 +1132,50 @@ class FakeKlaviyo:
         attrs = ctx.data.get("attributes") or {}
         self._check_event(attrs, "/data/attributes")
         self.events.append(attrs)
+        self._apply_event_profile(attrs.get("profile"))
         return 202, None
+
+    def _apply_event_profile(self, profile: Any) -> str | None:
+        """Create or update the profile an event names, as Klaviyo does with every event's profile.
+
+        Found by id (an unknown id is ignored), else by external_id, email (case-insensitive), phone_number: the
+        first that names a profile wins, as for profile-import (Klaviyo documents no order for events and,
+        processing events after its 202, answers no 409); an identifier that already names another profile is not
+        moved to this one. Attributes sent replace the profile's (null clears, as for profile-import), attributes
+        absent are left alone, `location` and `properties` merge key by key, `meta.patch_properties` applies.
+        Returns the profile's id; None when the event names no known id and no identifier.
+        """
+        data = (profile or {}).get("data") or {}
+        attrs = {k: v for k, v in (data.get("attributes") or {}).items() if k not in ("meta", "anonymous_id", "_kx")}
+        pid = data.get("id") if data.get("id") in self.profiles else None
+        pid = pid or next((p for p in (self._find_profile(n, attrs.get(n)) for n in _PROFILE_IDENTIFIERS) if p),
+                          None)
+        created = pid is None
+        if created:
+            if not any(attrs.get(n) for n in _PROFILE_IDENTIFIERS):
+                return None
+            pid = new_id()
+            self.profiles[pid] = {}
+        for name in _PROFILE_IDENTIFIERS:
+            if self._find_profile(name, attrs.get(name)) not in (None, pid):
+                del attrs[name]
+        self._merge_profile(pid, attrs, (data.get("attributes") or {}).get("meta"))
+        self._stamp("profile", pid, created=created)
+        return pid
+
+    def _process_event_jobs(self) -> None:
+        jobs, self.event_jobs = self.event_jobs, []
+        for profiles in jobs:
+            for profile in profiles:
+                self._apply_event_profile(profile)
+
+    @staticmethod
+    def _event_marks(event: dict[str, Any]) -> set[tuple[str, str]]:
+        """The event's profile id and identifiers (emails lower-cased), to find a person's events."""
+        data = (event.get("profile") or {}).get("data") or {}
+        attrs = data.get("attributes") or {}
+        marks = {_mark(n, attrs[n]) for n in _PROFILE_IDENTIFIERS if attrs.get(n)}
+        return marks | ({("id", data["id"])} if data.get("id") else set())
 
     def _bulk_create_events(self, ctx: _Ctx) -> _Reply:
         if ctx.size > MAX_BULK_PAYLOAD:
@@ -1138,6 +1198,7 @@ class FakeKlaviyo:
         self.accepted_events += len(merged)
         if self.keep_payloads:
             self.events.extend(merged)
+            self.event_jobs.append([event["profile"] for event in merged])  # applied when processed (`handle`)
         else:
             self.accepted_keys.update(self._event_key(event) for event in merged)
         return 202, None
