@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from job import heap
 from job.state import IMPORT_TYPES, Busy, Cancelled, ImportRecord, ImportStore, iso, now
 from shared.bulk import MAX_EVENTS, BatchResult, BulkSender, full_batch
 from shared.deadline import time_budget
@@ -186,6 +187,7 @@ def _fewer_collections() -> Iterator[None]:
     global _gc_users, _gc_thresholds
     with _gc_lock:
         if _gc_users == 0:
+            heap.keep_flat()
             _gc_thresholds = gc.get_threshold()
             gc.freeze()
             gc.set_threshold(max(_gc_thresholds[0], YOUNG_COLLECTION_EVERY), *_gc_thresholds[1:])
@@ -242,6 +244,7 @@ class _Run:
             record = self.store.save(record, self.owner, release=release and not finished)
             self._written = copy.deepcopy(record)
         self.saved = record
+        heap.trim()
         if self.progress:
             self.progress(record, time.monotonic() - self.began)
         if finished:

@@ -27,10 +27,7 @@ from tests.test_job_support import (
     order_keys,
     seed_catalog,
     seed_klaviyo,
-    services,
 )
-
-__all__ = ["services"]  # the fixture, imported to be used here
 
 TOKEN = "bulk-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

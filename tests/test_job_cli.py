@@ -20,6 +20,7 @@ from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
 from tests.test_job_support import (
     PREFIX,
+    ROOT,
     event_key,
     event_keys,
     import_record,
@@ -28,12 +29,8 @@ from tests.test_job_support import (
     order_keys,
     seed_catalog,
     seed_klaviyo,
-    services,
 )
 
-__all__ = ["services"]  # the fixture, imported to be used here
-
-ROOT = Path(__file__).resolve().parent.parent
 DRY_RUN = "klaviyo-connector-imports-dry-run"
 
 

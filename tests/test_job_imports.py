@@ -32,11 +32,8 @@ from tests.test_job_support import (
     order_keys,
     seed_catalog,
     seed_klaviyo,
-    services,
     stored,
 )
-
-__all__ = ["services"]  # the fixture, imported to be used here
 
 PAYMENT_REFUNDS = [("Refunded Order", "e1e2e3e4-0000-4000-8000-00000refund1"),
                    ("Refunded Order", "e1e2e3e4-0000-4000-8000-00000refund2")]

@@ -19,9 +19,8 @@ from job.progress import ProgressLine, describe, duration
 from job.state import ImportRecord
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
-from tests.test_job_support import job_config, make_order, order_keys
+from tests.test_job_support import ROOT, job_config, make_order, order_keys, process_env
 
-ROOT = Path(__file__).resolve().parent.parent
 ORDERS_PAGE = r"^/test-project/orders$"
 PROGRESS = re.compile(r"^orders: (\d+) of 12 \([\d.]+ %\), sent (\d+), skipped 0, failed 0, [\d,]+/s, "
                       r"(\d+[hms][\dms]*|time) left")
@@ -32,10 +31,8 @@ def sync_process(ct: FakeCommercetools, env: dict[str, str], page_seconds: float
     for n in range(1, 13):
         ct.add("orders", make_order(n))
     ct.fail_next("GET", ORDERS_PAGE, 200, delay=page_seconds, times=1000)
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
     return ([sys.executable, "-m", "job", "sync", "orders"],
-            {**{k: v for k, v in os.environ.items() if k in keep}, **env, "LOG_LEVEL": "INFO",
-             "NODE_CONFIG": json.dumps(job_config(pageSize=1))})
+            process_env(env, job_config(pageSize=1), LOG_LEVEL="INFO"))
 
 
 def test_redirected_progress_is_a_line_every_few_seconds_and_never_joins_a_log_line(

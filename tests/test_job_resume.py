@@ -4,7 +4,6 @@ throttling and failures. Whatever happens, Klaviyo ends with exactly the expecte
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,14 @@ from starlette.testclient import TestClient
 from job.__main__ import main
 from job.app import create_app
 from job.service import JobService
-from job.state import Busy, ImportStore, parse_iso
+from job.state import Busy, ImportStore
 from shared.config import Settings
 from shared.http import RetryPolicy
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
 from tests.test_job_support import (
     PREFIX,
+    ROOT,
     ct_queries,
     event_keys,
     import_record,
@@ -36,15 +35,12 @@ from tests.test_job_support import (
     make_customer,
     make_order,
     order_keys,
+    process_env,
     run_until_done,
     seed_catalog,
     seed_klaviyo,
-    services,
 )
 
-__all__ = ["services"]  # the fixture, imported to be used here
-
-ROOT = Path(__file__).resolve().parent.parent
 ORDERS_PAGE = r"^/test-project/orders$"
 EVENTS = "/api/event-bulk-create-jobs"
 STATES = ("Open", "Complete", "Cancelled", "Confirmed")
@@ -96,11 +92,10 @@ def test_a_killed_sync_is_taken_over_by_the_next_sync_within_a_lease_and_each_ev
     orders = seed_orders(ct, 10)
     page_seconds, lease_seconds = 0.15, 2
     ct.fail_next("GET", ORDERS_PAGE, 200, delay=page_seconds, times=1000)  # slow enough to be killed half-way
-    config = json.dumps(job_config(pageSize=1, leaseSeconds=lease_seconds))
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
-    process_env = {**{k: v for k, v in os.environ.items() if k in keep}, **env, "NODE_CONFIG": config}
+    config = job_config(pageSize=1, leaseSeconds=lease_seconds)
     with (tmp_path / "sync.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "job", "sync", "orders"], cwd=ROOT, env=process_env,
+        process = subprocess.Popen([sys.executable, "-m", "job", "sync", "orders"], cwd=ROOT,
+                                   env=process_env(env, config),
                                    stdout=subprocess.DEVNULL, stderr=log)
         try:
             give_up = time.monotonic() + 30
@@ -125,7 +120,7 @@ def test_a_killed_sync_is_taken_over_by_the_next_sync_within_a_lease_and_each_ev
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    for name, value in {**env, "NODE_CONFIG": config}.items():
+    for name, value in {**env, "NODE_CONFIG": json.dumps(config)}.items():
         monkeypatch.setenv(name, value)
     assert main(["sync", "orders"]) == 0
     watcher.join()
