@@ -161,7 +161,7 @@ def _sync_with(service: Any, args: argparse.Namespace,
 
 def _wait_for(service: Any, record: ImportRecord, line: ProgressLine) -> None:
     """Until the runner holding this import lets it go (finished, stopped, or its lease ran out)."""
-    print(f"{record.type}: {record.holder()}; waiting for it (Ctrl-C to stop waiting)", file=sys.stderr)
+    line.say(f"{record.type}: {record.holder()}; waiting for it (Ctrl-C to stop waiting)")
     expected = progress.total(service.context.commercetools, record)
     began, read_before = time.monotonic(), record.counts["read"]
     while record.status == "running" and record.lease_live():

@@ -109,6 +109,10 @@ class ProgressLine:
                 self._write("\n")
                 self._drawn = False
 
+    def say(self, text: str) -> None:
+        """A line of its own (a message), written like a log record."""
+        self.around(lambda: self._write(text + "\n"))
+
     def around(self, write: Callable[[], Any]) -> None:
         """`write` (a log record) with the progress line cleared before it and drawn again after it."""
         with self._lock:
