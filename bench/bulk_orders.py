@@ -1,7 +1,7 @@
 """Bulk orders import against local stand-ins that enforce Klaviyo's rate limits.
 
     .venv/bin/python bench/bulk_orders.py                          # N = 20,000 orders of 3 lines
-    .venv/bin/python bench/bulk_orders.py --n 20000 --compare      # N and 5N, to compare peak memory
+    .venv/bin/python bench/bulk_orders.py --n 20000 --compare      # N and 5N side by side (peak RSS, floor)
     .venv/bin/python bench/bulk_orders.py --n 2000 --profile out/orders.prof   # cProfile of the connector
 
 A commercetools stand-in holds N generated orders (demo/sample.py), a Klaviyo stand-in enforces the documented
