@@ -1,7 +1,7 @@
 """Bulk orders import against local stand-ins that enforce Klaviyo's rate limits.
 
     .venv/bin/python bench/bulk_orders.py                          # N = 20,000 orders of 3 lines
-    .venv/bin/python bench/bulk_orders.py --n 20000 --compare      # N and 5N, to compare peak memory
+    .venv/bin/python bench/bulk_orders.py --n 20000 --compare      # N and 5N side by side (peak RSS, floor)
     .venv/bin/python bench/bulk_orders.py --n 2000 --profile out/orders.prof   # cProfile of the connector
 
 A commercetools stand-in holds N generated orders (demo/sample.py), a Klaviyo stand-in enforces the documented
@@ -243,8 +243,26 @@ def main() -> None:
     args = parser.parse_args()
     sizes = (args.n, 5 * args.n) if args.compare else (args.n,)
     children = [Child(ROOT / "out" / f"bench-bulk-orders-{n}.log") for n in sizes]  # forked while we are small
+    figures = []
     for n, child in zip(sizes, children, strict=True):
-        report(run(n, args.lines, not args.no_validate, child, args.profile))
+        figures.append(run(n, args.lines, not args.no_validate, child, args.profile))
+        report(figures[-1])
+    if len(figures) == 2:
+        side_by_side(*figures)
+
+
+def side_by_side(small: dict[str, Any], large: dict[str, Any]) -> None:
+    """N and 5N in two columns: memory flat in N means the same peak RSS for both."""
+    rows = [("orders", "orders", ",.0f"), ("events", "events", ",.0f"), ("seconds", "seconds", ".1f"),
+            ("events/s", "events_per_second", ",.0f"), ("peak RSS (MiB)", "peak_rss_mib", ".1f"),
+            ("child CPU (s)", "child_cpu", ".1f")]
+    print(f"\n{'':<28}{'N':>14}{'5N':>14}")
+    for label, key, spec in rows:
+        print(f"{label:<28}{format(small[key], spec):>14}{format(large[key], spec):>14}")
+    for label, key in (("floor / time, as they fell", "fastest"), ("floor / time, aligned", "fastest_aligned")):
+        print(f"{label:<28}" + "".join(f"{100 * f[key] / f['seconds']:>13.1f}%" for f in (small, large)))
+    growth = large["peak_rss_mib"] / small["peak_rss_mib"] - 1
+    print(f"peak RSS at 5N is {growth:+.1%} of N's (target: within 10 %, and at most 200 MiB at 100,000 orders)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m job                      serve on 0.0.0.0:$PORT (what Connect runs)
     python -m job sync <type> [...]    request an import and run it now, in the foreground, with progress
+                                       (waits while another runner holds it, unless --no-wait)
     python -m job request <type> [...] only record the request; the scheduled runs work on it
     python -m job run                  work on pending imports for one time budget (what the scheduler does)
     python -m job status               a table of all imports
@@ -19,16 +20,20 @@ import argparse
 import dataclasses
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from job.requests import BadRequest
-from job.state import IMPORT_TYPES, Busy, ImportRecord
+from job import progress
+from job.progress import ProgressLine
+from job.requests import BadRequest, parse_request
+from job.state import IMPORT_TYPES, Busy, ImportRecord, now, parse_iso
 from shared.cli import serve, startup
 from shared.config import Settings
 from shared.errors import ApiError, ConnectorError
 
 TYPES = (*IMPORT_TYPES, "all")
+WAIT_POLL_SECONDS = 1.0  # while another runner holds the import
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--dry-run", action="store_true",
                              help="send nothing to Klaviyo; write the requests to dryRun.file" if name == "sync"
                              else "a dry-run import (kept apart from the real ones)")
+        if name == "sync":
+            command.add_argument("--no-wait", action="store_true",
+                                 help="exit (code 3) when another runner holds the import, instead of waiting")
     run = commands.add_parser("run", help="work on pending imports for one time budget, like the scheduler")
     run.add_argument("--dry-run", action="store_true", help="send nothing to Klaviyo")
     status = commands.add_parser("status", help="show all imports")
@@ -147,14 +155,64 @@ def _request(service: Any, _settings: Settings, args: argparse.Namespace) -> int
 
 
 def _sync(service: Any, settings: Settings, args: argparse.Namespace) -> int:
-    records = service.request(args.type, _body(args))
-    types = tuple(r.type for r in records)
-    summaries = service.run(budget_seconds=float("inf"), types=types, progress=_progress)
-    print(file=sys.stderr)
+    with ProgressLine() as line:
+        summaries, types = _sync_with(service, args, line)
     _table(summaries)
     if settings.dry_run:
         print(f"dry run: nothing was sent; the requests are in {settings.dry_run_file}")
     return 0 if all(s["status"] == "completed" for s in summaries) and len(summaries) == len(types) else 1
+
+
+def _sync_with(service: Any, args: argparse.Namespace,
+               line: ProgressLine) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """Request the import(s) and run them with progress; while another runner holds one, wait for it (its
+    progress shown) unless `--no-wait`. An import of the same request that the other runner finishes meanwhile is
+    not run again."""
+    options = _body(args)
+    types = IMPORT_TYPES if args.type == "all" else (args.type,)
+    while True:
+        try:
+            records = service.request(args.type, options)
+            break
+        except Busy:
+            if args.no_wait:
+                raise
+            held = [r for r in map(service.store.get, types) if r and r.status == "running" and r.lease_live()]
+            if not held:
+                continue  # let go meanwhile
+            _wait_for(service, held[0], line)
+            done = service.store.get(held[0].type)
+            if (args.type != "all" and done and done.status == "completed"
+                    and done.request == parse_request(done.type, options)):
+                return [done.summary()], types  # the other runner did it
+    types = tuple(r.type for r in records)
+    totals = {r.type: progress.total(service.context.commercetools, r) for r in records}
+    read_before = {r.type: r.counts["read"] if r.status == "running" else 0 for r in records}  # resumed ones
+
+    def show(record: ImportRecord, elapsed: float) -> None:
+        line.show(progress.describe(record, elapsed, read_before[record.type], totals.get(record.type)),
+                  force=record.status != "running")
+
+    summaries = service.run(budget_seconds=float("inf"), types=types, progress=show)
+    line.finish()
+    return summaries, types
+
+
+def _wait_for(service: Any, record: ImportRecord, line: ProgressLine) -> None:
+    """Until the runner holding this import lets it go (finished, stopped, or its lease ran out)."""
+    line.say(f"{record.type}: {record.holder()}; waiting for it (Ctrl-C to stop waiting)")
+    expected = progress.total(service.context.commercetools, record)
+    began, read_before = time.monotonic(), record.counts["read"]
+    while record.status == "running" and record.lease_live():
+        line.show(f"waiting for {record.holder()}: "
+                  f"{progress.describe(record, time.monotonic() - began, read_before, expected)}")
+        expires = parse_iso(record.lease["expiresAt"]) if record.lease else now()
+        time.sleep(min(WAIT_POLL_SECONDS, max((expires - now()).total_seconds() + 0.01, 0.01)))
+        current = service.store.get(record.type)
+        if current is None:
+            break
+        record = current
+    line.finish()
 
 
 def _run(service: Any, _settings: Settings, _args: argparse.Namespace) -> int:
@@ -178,13 +236,6 @@ def _stop(service: Any, _settings: Settings, args: argparse.Namespace) -> int:
     for record in stopped:
         print(f"{record.type}: cancelled")
     return 0
-
-
-def _progress(record: ImportRecord, elapsed: float) -> None:
-    c = record.counts
-    rate = c["read"] / elapsed if elapsed > 0 else 0.0
-    print(f"\r{record.type:<10} read {c['read']:>8}  sent {c['sent']:>8}  skipped {c['skipped']:>6}  "
-          f"failed {c['failed']:>6}  {rate:8.1f}/s", end="", file=sys.stderr, flush=True)
 
 
 def _table(summaries: list[dict[str, Any]]) -> None:

@@ -9,6 +9,10 @@ batches of 1,000, sent by a background thread while the next page is read and ma
 (fewer than 1,000) wait for the next page's to fill their batch, so a page's position may be saved one page
 later, but only once Klaviyo has accepted every event of the page; after a failure, the pages not saved are
 read and sent again. A page with fewer events than one batch is sent at once, before its position is saved.
+
+While a runner works on an import, a background thread renews its lease (a third of `job.leaseSeconds`, at most
+every 30 s), so that a page slower than the lease never loses it, and a runner that died frees the import within
+`job.leaseSeconds`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from job import heap
 from job.state import IMPORT_TYPES, Busy, Cancelled, ImportRecord, ImportStore, iso, now
 from shared import metrics
 from shared.bulk import MAX_EVENTS, BatchResult, BulkSender, full_batch
@@ -47,6 +52,7 @@ PAGE_GRACE_SECONDS = 120.0
 MAX_ERRORS = 20  # failures named in an import record
 QUEUED_BATCHES = 2  # full event batches waiting for the sender: how far reading and mapping may run ahead
 YOUNG_COLLECTION_EVERY = 50_000  # new containers between young cycle collections during an event import
+MAX_RENEWAL_INTERVAL = 30.0  # seconds between lease renewals, at most (a third of the lease, when shorter)
 
 
 @dataclass
@@ -130,6 +136,12 @@ def _work(job: JobContext, store: ImportStore, step: Step, record: ImportRecord,
     takes an import moves it on by at least one page). A page that fails leaves the record as it was before
     the page: its position and counts are not saved, and the next run does it again."""
     run = _Run(store, record, owner, deadline, progress)
+    with _LeaseKeeper(run):
+        return _guarded(job, store, step, run, owner)
+
+
+def _guarded(job: JobContext, store: ImportStore, step: Step, run: _Run, owner: str) -> ImportRecord:
+    record = run.saved
     try:
         if isinstance(step, EventStep):
             with _fewer_collections():
@@ -141,7 +153,7 @@ def _work(job: JobContext, store: ImportStore, step: Step, record: ImportRecord,
     except KeyboardInterrupt:
         # Ctrl-C of `python -m job sync`: free the import, so that the next run resumes it at once
         with contextlib.suppress(ConnectorError, Cancelled, Busy):
-            store.save(run.saved, owner, release=True)
+            store.save(run.latest(), owner, release=True)
         raise
     except Busy as exc:
         log.warning("import taken over by another runner", extra={"import": record.type, "reason": str(exc)})
@@ -153,12 +165,12 @@ def _work(job: JobContext, store: ImportStore, step: Step, record: ImportRecord,
                         extra={"import": record.type, "error": text})
         else:
             log.error("import failed", extra={"import": record.type, "error": text})
-        return _stop(store, run.saved, owner, text, failed=not exc.transient)
+        return _stop(store, run.latest(), owner, text, failed=not exc.transient)
     except Exception as exc:  # a bug: the import stops and says so, rather than holding its lock and failing again
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         text = f"unexpected {type(exc).__name__} at {Path(frame.filename).name}:{frame.lineno}: {redact(str(exc))}"
         log.error("import failed unexpectedly", extra={"import": record.type, "error": text})
-        return _stop(store, run.saved, owner, text, failed=True)
+        return _stop(store, run.latest(), owner, text, failed=True)
 
 
 _gc_lock = threading.Lock()
@@ -179,6 +191,7 @@ def _fewer_collections() -> Iterator[None]:
     global _gc_users, _gc_thresholds
     with _gc_lock:
         if _gc_users == 0:
+            heap.keep_flat()
             _gc_thresholds = gc.get_threshold()
             gc.freeze()
             gc.set_threshold(max(_gc_thresholds[0], YOUNG_COLLECTION_EVERY), *_gc_thresholds[1:])
@@ -201,6 +214,25 @@ class _Run:
         self.store, self.saved, self.owner, self.deadline, self.progress = store, record, owner, deadline, progress
         self.began = time.monotonic()
         self.counted = dict(record.counts)  # the counts as last given to the metrics
+        self._written = copy.deepcopy(record)  # what was last written: what a renewal writes again
+        self._lock = threading.Lock()  # one write at a time: a checkpoint or a renewal
+
+    def latest(self) -> ImportRecord:
+        """`saved`, with the version of the last write (a renewal's, maybe)."""
+        with self._lock:
+            self.saved.version = self._written.version
+        return self.saved
+
+    def renew(self) -> bool:
+        """Renew the lease (the record written again as last saved); False when it is no longer ours to renew."""
+        with self._lock:
+            if self._written.status != "running" or not self._written.lease:
+                return False
+            version = self.store.renew(self._written, self.owner)
+            if version is None:
+                return False  # changed meanwhile: the next checkpoint finds out why (stopped, taken over)
+            self._written.version = version
+            return True
 
     def budget(self) -> contextlib.AbstractContextManager[None]:
         return time_budget(max(self.deadline - time.monotonic(), 0.0) + PAGE_GRACE_SECONDS)
@@ -212,10 +244,14 @@ class _Run:
         """Checkpoint a page: the import's end when `finished`, a pause (the lock given back) when `release`."""
         if finished:
             record.status, record.finished_at = "completed", iso(now())
-        record = self.store.save(record, self.owner, release=release and not finished)
+        with self._lock:
+            record.version = self._written.version
+            record = self.store.save(record, self.owner, release=release and not finished)
+            self._written = copy.deepcopy(record)
         metrics.import_progress(record.type, self.counted, record.counts)
         self.counted = dict(record.counts)
         self.saved = record
+        heap.trim()
         if self.progress:
             self.progress(record, time.monotonic() - self.began)
         if finished:
@@ -224,6 +260,35 @@ class _Run:
             log.info("time budget spent; the import resumes on the next run",
                      extra={"import": record.type, "checkpoint": record.checkpoint, "counts": record.counts})
         return record
+
+
+class _LeaseKeeper:
+    """Renews the run's lease from a background thread while the run works (see the module docstring)."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._stop = threading.Event()
+        self.interval = min(MAX_RENEWAL_INTERVAL, run.store.lease_seconds / 3)
+        self._thread = threading.Thread(target=self._keep, name="lease-renewal", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self._run.renew():
+                    return
+            except Exception as exc:  # a failed renewal is tried again; the next checkpoint renews it too
+                log.warning("could not renew the import's lease", extra={"import": self._run.saved.type,
+                                                                          "error": type(exc).__name__})
 
 
 def _pages(job: JobContext, step: Step, run: _Run) -> ImportRecord:

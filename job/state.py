@@ -1,8 +1,9 @@
 """Import requests, progress and locks, kept in commercetools custom objects (one per import type).
 
 Every write is conditioned on the object's `version`, so two writers never overwrite each other silently. The
-runner holds a lease (owner + expiry) that it renews with every checkpoint; a runner that died frees the import
-once its lease expires, with no hand work. A stop request wins over a runner: the runner's next save finds the
+runner holds a lease (owner + expiry) that it renews with every checkpoint and from a background thread between
+them (`renew`), so the lease can be short: a runner that died frees the import once its lease expires (a minute by
+default), with no hand work. A stop request wins over a runner: the runner's next save finds the
 new version, re-reads, sees `cancelled` and stops; a new request made after its lease expired also wins.
 Dry runs keep their records in a container of their own, so they never replace, resume or show as real imports.
 """
@@ -85,6 +86,11 @@ class ImportRecord:
     def lease_live(self, at: datetime | None = None) -> bool:
         return bool(self.lease) and parse_iso(self.lease["expiresAt"]) > (at or now())
 
+    def holder(self) -> str:
+        """Who holds the lease and until when, for messages (the owner is a host name, process id and token)."""
+        lease = self.lease or {}
+        return f"runner {lease.get('owner', '?')} until {lease.get('expiresAt', '?')}"
+
     def summary(self) -> dict[str, Any]:
         value = self.to_value()
         value.pop("lease")
@@ -135,7 +141,7 @@ class ImportStore:
         """
         current = self.get(import_type)
         if current and current.status == "running" and current.lease_live():
-            raise Busy(f"a {import_type} import is running")
+            raise Busy(f"the {import_type} import is running: its lock is held by {current.holder()}")
         if current and current.status in ACTIVE and current.request == options:
             return current
         record = ImportRecord(type=import_type, request=copy.deepcopy(options), requested_at=iso(now()),
@@ -190,6 +196,16 @@ class ImportStore:
                 raise Busy(f"the {record.type} import was taken over or requested again meanwhile") from None
             record.version = current.version
             return self._write(record)
+
+    def renew(self, record: ImportRecord, owner: str) -> int | None:
+        """Write `record` (exactly as last saved) again with a fresh lease; the object's new version, or None when
+        it changed meanwhile (stopped, requested again, taken over: the runner's next save finds out which)."""
+        renewed = copy.deepcopy(record)
+        renewed.lease = self._lease(owner)
+        try:
+            return self._write(renewed).version
+        except Conflict:
+            return None
 
     def _lease(self, owner: str) -> dict[str, str]:
         return {"owner": owner, "expiresAt": iso(now() + timedelta(seconds=self.lease_seconds), "milliseconds")}

@@ -13,7 +13,9 @@ from starlette.testclient import TestClient
 
 from event.app import create_app
 from job.__main__ import main as job_main
+from job.service import JobService
 from shared.config import Settings, load_settings
+from shared.context import build_context, close_context
 from shared.logs import configure_logging
 from tests.builders import PROJECT
 from tests.fakes.commercetools import FakeCommercetools
@@ -131,3 +133,21 @@ def cli(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
         return code, out, err
 
     return run
+
+
+Services = Callable[..., JobService]
+
+
+@pytest.fixture
+def services(configure: Callable[..., Settings]) -> Iterator[Callable[..., JobService]]:
+    """`services(config=None, **env)`: a JobService on the fake servers; its clients are closed afterwards."""
+    contexts = []
+
+    def make(config: dict[str, Any] | None = None, **extra: str) -> JobService:
+        context = build_context(configure(config, **extra))
+        contexts.append(context)
+        return JobService(context)
+
+    yield make
+    for context in contexts:
+        close_context(context)

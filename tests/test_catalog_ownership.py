@@ -15,9 +15,7 @@ from tests.builders import PROJECT
 from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
-from tests.test_job_support import CATEGORIES, PREFIX, PRODUCTS, job_config, seed_catalog, services
-
-__all__ = ["services"]  # the fixture, imported to be used here
+from tests.test_job_support import CATEGORIES, PREFIX, PRODUCTS, job_config, seed_catalog
 
 OTHER_PRODUCT = "5e0c0000-0000-4000-8000-0otherproject"
 REFERENCE_LEFTOVER = "1eft0000-0000-4000-8000-000000000001"  # a product deleted before the migration

@@ -22,9 +22,7 @@ from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
 from tests.test_event_catalog import CONFIG, ITEM, published, seed, stored_product
-from tests.test_job_support import PREFIX, job_config, seed_catalog, services, stored
-
-__all__ = ["services"]  # the fixture, imported to be used here
+from tests.test_job_support import PREFIX, job_config, seed_catalog, stored
 
 
 def records(ct: FakeCommercetools, container: str) -> dict[str, dict[str, Any]]:

@@ -20,9 +20,7 @@ from tests.conftest import Cli
 from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
-from tests.test_job_support import make_order, seed_catalog, services
-
-__all__ = ["services"]
+from tests.test_job_support import make_order, seed_catalog
 
 ORDER_ID = "9f2b6c1e-4d3a-4b8e-9a71-0c5d2e8f4a10"
 CUSTOMER_ID = "e54d8233-be41-4ce1-ae2b-3b5e1e1d8a01"

@@ -35,10 +35,8 @@ from tests.test_job_support import (
     make_order,
     order_keys,
     seed_catalog,
-    services,
 )
 
-__all__ = ["services"]  # the fixture, imported to be used here
 EVENTS = "/api/event-bulk-create-jobs"
 
 CATEGORY = {"type": "catalog-category", "attributes": {"external_id": "c-1", "name": "Women",

@@ -34,11 +34,8 @@ from tests.test_job_support import (
     seed_catalog,
     seed_klaviyo,
     seed_ours,
-    services,
     stored,
 )
-
-__all__ = ["services"]  # the fixture, imported to be used here
 
 PAYMENT_REFUNDS = [("Refunded Order", "e1e2e3e4-0000-4000-8000-00000refund1"),
                    ("Refunded Order", "e1e2e3e4-0000-4000-8000-00000refund2")]

@@ -4,7 +4,6 @@ throttling and failures. Whatever happens, Klaviyo ends with exactly the expecte
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,14 @@ from starlette.testclient import TestClient
 from job.__main__ import main
 from job.app import create_app
 from job.service import JobService
-from job.state import Busy, ImportStore, parse_iso
+from job.state import Busy, ImportStore
 from shared.config import Settings
 from shared.http import RetryPolicy
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
 from tests.test_job_support import (
     PREFIX,
+    ROOT,
     ct_queries,
     event_keys,
     import_record,
@@ -36,15 +35,12 @@ from tests.test_job_support import (
     make_customer,
     make_order,
     order_keys,
+    process_env,
     run_until_done,
     seed_catalog,
     seed_klaviyo,
-    services,
 )
 
-__all__ = ["services"]  # the fixture, imported to be used here
-
-ROOT = Path(__file__).resolve().parent.parent
 ORDERS_PAGE = r"^/test-project/orders$"
 EVENTS = "/api/event-bulk-create-jobs"
 STATES = ("Open", "Complete", "Cancelled", "Confirmed")
@@ -90,16 +86,16 @@ def test_runs_stopped_by_the_time_budget_resume_and_send_each_event_once(
 # --- a killed process -------------------------------------------------------------------------------------------
 
 
-def test_a_killed_sync_is_taken_over_and_each_event_is_recorded_once(
+def test_a_killed_sync_is_taken_over_by_the_next_sync_within_a_lease_and_each_event_is_recorded_once(
         ct: FakeCommercetools, klaviyo: FakeKlaviyo, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     orders = seed_orders(ct, 10)
-    ct.fail_next("GET", ORDERS_PAGE, 200, delay=0.15, times=1000)  # slow enough to be killed half-way
-    config = json.dumps(job_config(pageSize=1, leaseSeconds=1))
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
-    process_env = {**{k: v for k, v in os.environ.items() if k in keep}, **env, "NODE_CONFIG": config}
+    page_seconds, lease_seconds = 0.15, 2
+    ct.fail_next("GET", ORDERS_PAGE, 200, delay=page_seconds, times=1000)  # slow enough to be killed half-way
+    config = job_config(pageSize=1, leaseSeconds=lease_seconds)
     with (tmp_path / "sync.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "job", "sync", "orders"], cwd=ROOT, env=process_env,
+        process = subprocess.Popen([sys.executable, "-m", "job", "sync", "orders"], cwd=ROOT,
+                                   env=process_env(env, config),
                                    stdout=subprocess.DEVNULL, stderr=log)
         try:
             give_up = time.monotonic() + 30
@@ -108,18 +104,30 @@ def test_a_killed_sync_is_taken_over_and_each_event_is_recorded_once(
             process.send_signal(signal.SIGKILL)
         finally:
             process.wait(10)
+    killed_at = time.monotonic()
     assert process.returncode == -signal.SIGKILL, (tmp_path / "sync.log").read_text()[-2000:]
-    # The dead runner's lock holds until its lease ends (read again after waiting: a checkpoint the process had
-    # sent just before it died may have been written since); then a new sync takes the import over.
-    killed = import_record(ct, "orders")
-    while (wait := (parse_iso(killed["lease"]["expiresAt"]) - datetime.now(UTC)).total_seconds()) > -0.05:
-        time.sleep(wait + 0.1)
-        killed = import_record(ct, "orders")
-    assert killed["status"] == "running" and 0 < killed["counts"]["read"] < len(orders)
-    for name, value in {**env, "NODE_CONFIG": config}.items():
+    dead_owner = import_record(ct, "orders")["lease"]["owner"]
+    # The next sync, started at once, waits for the dead runner's lease to run out and takes the import over.
+    taken_over: list[float] = []
+
+    def watch() -> None:
+        while time.monotonic() < killed_at + 30:
+            lease = (import_record(ct, "orders") or {}).get("lease") or {}
+            if lease.get("owner") not in (None, dead_owner):
+                taken_over.append(time.monotonic())
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for name, value in {**env, "NODE_CONFIG": json.dumps(config)}.items():
         monkeypatch.setenv(name, value)
     assert main(["sync", "orders"]) == 0
+    watcher.join()
 
+    err = capsys.readouterr().err
+    assert f"orders: runner {dead_owner} until " in err and "waiting for it" in err  # whose lock, until when
+    assert taken_over and taken_over[0] - killed_at <= lease_seconds + page_seconds + 0.5
     assert event_keys(klaviyo.recorded_events()) == expected(orders)  # Klaviyo keeps each once
     twice = {key for key, n in event_keys(klaviyo.events).items() if n > 1}
     by_order = {key: order["id"] for order in orders for key in order_keys(order)}
@@ -127,9 +135,35 @@ def test_a_killed_sync_is_taken_over_and_each_event_is_recorded_once(
     assert all(n <= 2 for n in event_keys(klaviyo.events).values())
     done = import_record(ct, "orders")
     assert done["status"] == "completed" and done["counts"]["read"] == len(orders)
-    wheres = [q.get("where") for q in ct_queries(ct, "orders")]
+    wheres = [q.get("where") for q in ct_queries(ct, "orders") if q.get("limit") != ["0"]]  # not the counts
     assert wheres.count(None) == 1  # the first page was read once: the new sync went on, it did not start over
-    assert [f'id > "{killed["checkpoint"]["lastId"]}"'] in wheres
+
+
+def test_a_live_runner_keeps_its_lease_through_a_page_slower_than_the_lease(
+        ct: FakeCommercetools, klaviyo: FakeKlaviyo, services: Callable[..., JobService]) -> None:
+    orders = seed_orders(ct, 2)
+    lease_seconds = 1.5
+    service = services(job_config(pageSize=1, leaseSeconds=lease_seconds))
+    other = services(job_config(pageSize=1, leaseSeconds=lease_seconds))
+    service.request("orders", {})
+    ct.fail_next("GET", ORDERS_PAGE, 200, delay=2.5 * lease_seconds, times=1)  # the first page: 3.75 s
+    seen: list[tuple[float, bool, list[dict[str, Any]]]] = []
+    results: list[list[dict[str, Any]]] = []
+    runner = threading.Thread(target=lambda: results.append(service.run(types=("orders",))))
+    runner.start()
+    time.sleep(0.2)
+    while runner.is_alive():
+        record = service.store.get("orders")
+        if record.status == "running":  # another runner finds the lease live all along, and cannot take it
+            seen.append((time.monotonic(), record.lease_live(), other.run(types=("orders",))))
+        time.sleep(0.1)
+    runner.join()
+
+    assert all(live and taken == [] for _at, live, taken in seen)
+    assert seen[-1][0] - seen[0][0] > 1.5 * lease_seconds  # watched through more than a lease's time
+    [[summary]] = results
+    assert summary["status"] == "completed" and summary["counts"]["read"] == 2
+    assert event_keys(klaviyo.events) == expected(orders)  # the page was sent once, by its runner
 
 
 # --- locks ------------------------------------------------------------------------------------------------------

@@ -1,20 +1,18 @@
 """What the job tests share: building commercetools data, the expected Klaviyo events, running the job service.
 
-No tests here; `tests/test_job_*.py` import from this module.
+No tests here; `tests/test_job_*.py` import from this module (their fixtures, `services` among them, are in
+`tests/conftest.py`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-import pytest
-
 from job.service import JobService
-from shared.config import Settings
-from shared.context import build_context, close_context
 from shared.ownership import CATEGORY_CONTAINER, mark
 from tests.builders import PROJECT
 from tests.data import fixture
@@ -119,6 +117,18 @@ def ct_queries(ct: FakeCommercetools, resource: str) -> list[dict[str, list[str]
     return [r.query for r in ct.find_requests("GET", rf"^/test-project/{resource}$")]
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def process_env(env: dict[str, str], config: dict[str, Any] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m job` subprocess on the fake servers (with NODE_CONFIG `config`)."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
+    values = {**{k: v for k, v in os.environ.items() if k in keep}, **env, **extra}
+    if config is not None:
+        values["NODE_CONFIG"] = json.dumps(config)
+    return values
+
+
 def run_until_done(service: JobService, import_type: str, *, budget_seconds: float = 60.0,
                    max_runs: int = 50) -> list[list[dict[str, Any]]]:
     """Run the service like the scheduler does (for this import type only, so that the budget is all its own)
@@ -131,21 +141,6 @@ def run_until_done(service: JobService, import_type: str, *, budget_seconds: flo
         if record is None or record.status not in ("requested", "running"):
             return runs
     raise AssertionError(f"the {import_type} import did not finish in {max_runs} runs: {runs[-1]}")
-
-
-@pytest.fixture
-def services(configure: Callable[..., Settings]) -> Iterator[Callable[..., JobService]]:
-    """`services(config=None, **env)`: a JobService on the fake servers; its clients are closed afterwards."""
-    contexts = []
-
-    def make(config: dict[str, Any] | None = None, **extra: str) -> JobService:
-        context = build_context(configure(config, **extra))
-        contexts.append(context)
-        return JobService(context)
-
-    yield make
-    for context in contexts:
-        close_context(context)
 
 
 def dumps(value: Any) -> str:

@@ -29,10 +29,8 @@ from tests.conftest import Cli
 from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
-from tests.test_job_support import job_config, make_order, services
+from tests.test_job_support import job_config, make_order
 from tests.test_startup import ROOT, free_port
-
-__all__ = ["services"]  # the fixture, imported to be used here
 
 CUSTOMER_ID = "e54d8233-be41-4ce1-ae2b-3b5e1e1d8a01"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
