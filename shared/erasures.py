@@ -21,7 +21,9 @@ Cost: a realtime order delivery makes one more commercetools read (the record by
 order one query by hash); the key is read once per process and kept. A process also remembers, for
 `REMEMBER_SECONDS`, what it found erased: that memory can only skip more (it can never bring a profile back); not
 erased is never remembered, since another instance may erase the customer at any moment. Bulk imports look up a
-page's ids and hashes in batched queries (`ERASED_PER_QUERY` values each).
+page's ids and hashes in batched queries (`ERASED_PER_QUERY` values each). Where the order's customer is read
+anyway (`shared.order_customers`), a customer who exists was never erased: the record is looked up only for one
+gone from commercetools.
 """
 
 from __future__ import annotations

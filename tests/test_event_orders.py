@@ -56,6 +56,7 @@ LOCATION = {"address1": "Hinterhaus, 12, Torstraße", "address2": "2. Hof", "cit
             "region": "Berlin", "zip": "10119"}
 PROFILE = {"data": {"type": "profile", "attributes": {"email": EMAIL, "external_id": CUSTOMER_ID}}}
 ERASURE_READ = ("GET", f"/test-project/custom-objects/klaviyo-connector-erasures/{CUSTOMER_ID}")
+CUSTOMER_READ = ("GET", f"/test-project/customers/{CUSTOMER_ID}")
 
 
 @pytest.fixture
@@ -181,12 +182,15 @@ def fail_events_after_the_first(klaviyo: FakeKlaviyo, server: HTTPServer, status
 def test_order_with_three_lines_and_a_custom_line_item(event_app: TestClient, ct: FakeCommercetools,
                                                        klaviyo: FakeKlaviyo, message_type: str) -> None:
     seed_catalog(ct)
+    ct.add("customers", fixture("customer"))
     order = fixture("order_placed")
     assert post(event_app, message("order", ORDER_ID, message_type, order=order)) == 204
 
-    # The order came with the message: the reads are the customer's erasure record, then the products of all
-    # lines, in one query.
-    assert [(m, p) for m, p, _ in api_requests(ct)] == [ERASURE_READ, ("GET", "/test-project/products")]
+    # The order came with the message: the reads are the customer's erasure record (an imported order: the
+    # customer, for their current email; one who exists was never erased), then the products of all lines, in
+    # one query.
+    first = CUSTOMER_READ if message_type == "OrderImported" else ERASURE_READ
+    assert [(m, p) for m, p, _ in api_requests(ct)] == [first, ("GET", "/test-project/products")]
     assert product_queries(ct) == [("/test-project/products", {
         "where": [f'id in ("{JEANS_ID}", "{SHIRT_ID}")'], "expand": PRODUCT_EXPAND})]
     expected = placed_order_events(order)
@@ -356,6 +360,7 @@ def test_order_with_500_lines(event_app: TestClient, ct: FakeCommercetools, klav
 def test_confirmed_then_complete_is_one_fulfilled_order_and_a_later_cancel_counts(
         event_app: TestClient, ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
     seed_catalog(ct)
+    ct.add("customers", fixture("customer"))
     ct.add("orders", fixture("order_placed"))
     times = {"Confirmed": "2026-11-21T09:00:00.000Z", "Complete": "2026-11-22T09:00:00.000Z",
              "Cancelled": "2026-11-23T09:00:00.000Z"}
@@ -378,11 +383,12 @@ def test_confirmed_then_complete_is_one_fulfilled_order_and_a_later_cancel_count
         properties = event["properties"]
         assert (properties["OrderId"], properties["Items"], properties["Categories"]) == (ORDER_ID, ITEMS, CATEGORIES)
     assert cancelled["properties"]["orderState"] == "Cancelled"  # the order as read when the state changed
-    # The products are read once: the event app's product cache serves the later messages.
+    # The products are read once: the event app's product cache serves the later messages. The customer is read
+    # for their current email (one who exists was never erased: no erasure read).
     assert [(m, p) for m, p, _ in api_requests(ct)] == [
-        ("GET", f"/test-project/orders/{ORDER_ID}"), ERASURE_READ, ("GET", "/test-project/products"),
-        ("GET", f"/test-project/orders/{ORDER_ID}"), ERASURE_READ, ("GET", f"/test-project/orders/{ORDER_ID}"),
-        ERASURE_READ]
+        ("GET", f"/test-project/orders/{ORDER_ID}"), CUSTOMER_READ, ("GET", "/test-project/products"),
+        ("GET", f"/test-project/orders/{ORDER_ID}"), CUSTOMER_READ, ("GET", f"/test-project/orders/{ORDER_ID}"),
+        CUSTOMER_READ]
 
 
 def test_state_change_to_an_unreported_state_sends_nothing(event_app: TestClient, ct: FakeCommercetools,
@@ -400,6 +406,7 @@ def test_state_change_to_an_unreported_state_sends_nothing(event_app: TestClient
 def test_two_partial_refunds_are_each_recorded_once(event_app: TestClient, ct: FakeCommercetools,
                                                     klaviyo: FakeKlaviyo) -> None:
     seed_catalog(ct)
+    ct.add("customers", fixture("customer"))
     ct.add("orders", fixture("order_placed"))
     ct.add("payments", payment_with("e1e2e3e4-0000-4000-8000-0000000charge"))
     first = message("payment", PAYMENT_ID, "PaymentTransactionAdded", transaction=refund(REFUND_1),

@@ -71,6 +71,7 @@ def test_a_fresh_order_fires_flows_and_brings_its_address(event_app: TestClient,
 def test_an_order_older_than_the_age_rule_is_history(event_app: TestClient, ct: FakeCommercetools,
                                                      klaviyo: FakeKlaviyo) -> None:
     seed_catalog(ct)
+    ct.add("customers", fixture("customer"))  # history names the customer as they are now
     order = order_at(datetime.now(UTC) - timedelta(hours=25))  # default: 24 hours
     assert deliver(event_app, message("order", ORDER_ID, "OrderCreated", order=order)) == 204
     sent = events(klaviyo)

@@ -6,8 +6,10 @@ overlap with realtime records each once. The products of a whole page are read t
 Everything a bulk import sends is history (`shared.backfill`): every event carries `backfill: true` (recorded,
 no flow fires) and a profile with the identifiers only, so that an old billing address never replaces the
 location Klaviyo has now (a registered customer's comes from the customer, by the customers import and in real
-time; a new order in real time still brings its own). Orders of erased customers (`shared.erasures`, looked up
-in batches per page) are skipped and counted (`erased`).
+time; a new order in real time still brings its own). A registered customer's events carry their current email,
+not the order's (`shared.order_customers`), so an order placed before an email change does not set the old one
+back. Orders of erased customers (`shared.erasures`, looked up in batches per page) are skipped and counted
+(`erased`).
 """
 
 from __future__ import annotations
@@ -19,18 +21,28 @@ from job.runner import EventStep, JobContext
 from job.state import ImportRecord
 from shared.config import Settings
 from shared.mappers.order import OrderEvents, Products, order_profile, product_ids, state_metric
+from shared.order_customers import current_customers, with_current_customer
 from shared.processors.orders import fetch_products
 
 Fetched = tuple[list[dict[str, Any]], Products, set[str]]
 
 
 def fetch(job: JobContext, record: ImportRecord) -> tuple[Fetched, bool]:
-    """The page after the checkpoint with its orders' products (one query per 100 of them) and the ids of its
-    orders whose customer was erased, and whether it is the last page."""
+    """The page after the checkpoint, its orders naming their registered customers as they are now, their
+    products (one query per 100 of them), the ids of the orders whose customer was erased, and whether it is the
+    last page.
+
+    The page's customers are read in queries of 100 ids (`shared.order_customers`); the erasure records are
+    looked up (batched too) only for guest orders and customers gone from commercetools, since a customer who
+    exists was never erased."""
     page, last = next_page(job, record, "orders", expand=["paymentInfo.payments[*]"])
     commercetools = job.context.commercetools
     known = [order for order in page if order_profile(order) is not None]
-    erased = job.context.erasures.erased_orders(commercetools, known) if known else set()
+    customers = current_customers(commercetools, (o["customerId"] for o in known if o.get("customerId")))
+    unproven = [order for order in known if order.get("customerId") not in customers]
+    erased = job.context.erasures.erased_orders(commercetools, unproven) if unproven else set()
+    page = [with_current_customer(order, customers.get(order["customerId"])) if order.get("customerId") else order
+            for order in page]
     ids = (i for order in known if order["id"] not in erased for i in product_ids(order))
     return (page, fetch_products(commercetools, ids), erased), last
 

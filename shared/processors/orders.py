@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from shared.backfill import IMPORTED_MESSAGES, mark_history
+from shared.backfill import IMPORTED_MESSAGES, is_old, mark_history
 from shared.bulk import event_batches, events_job_body
 from shared.commercetools import Commercetools, literal
 from shared.config import Settings
@@ -26,6 +26,7 @@ from shared.mappers.order import (
     state_metric,
 )
 from shared.messages import Notification
+from shared.order_customers import with_current_customer
 from shared.processors import Context, Processor
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,19 @@ def _erased(context: Context, order: dict[str, Any]) -> bool:
     return False
 
 
+def _named_now(context: Context, order: dict[str, Any]) -> dict[str, Any] | None:
+    """The order naming its registered customer as commercetools has them now (`shared.order_customers`); None
+    when they were erased. One read: the customer (one who exists was never erased), or for a guest order the
+    erasure look-up; a customer gone from commercetools costs the erasure read as well."""
+    customer_id = order.get("customerId")
+    if not customer_id:
+        return None if _erased(context, order) else order
+    customer = context.commercetools.find("customers", customer_id)
+    if customer is None and _erased(context, order):
+        return None
+    return with_current_customer(order, customer)
+
+
 def _no_identity(order: dict[str, Any]) -> str:
     log.info("order %s has neither customerEmail nor customerId: no Klaviyo event", order.get("id"))
     return NO_IDENTITY
@@ -125,10 +139,15 @@ def _placed(notification: Notification, context: Context) -> str | None:
         return f"order state {state} is not in order.states.created.placedOrder"
     if order_profile(order) is None:
         return _no_identity(order)
-    if _erased(context, order):
+    # A fresh OrderCreated names the customer as they are now: no read. History (an imported order, a late
+    # delivery or a replay of an old one) may be older than the customer's email.
+    history = notification.type in IMPORTED_MESSAGES or is_old(order.get("createdAt"),
+                                                                 context.settings.backfill_after_hours)
+    current = _named_now(context, order) if history else None if _erased(context, order) else order
+    if current is None:
         return ERASED
-    products = products_of(context, order)
-    _send(context, notification, placed_order_events(order, products, context.settings))
+    products = products_of(context, current)
+    _send(context, notification, placed_order_events(current, products, context.settings))
     return None
 
 
@@ -157,7 +176,8 @@ def _state_changed(notification: Notification, context: Context) -> str | None:
         return f"order state {state} is neither a fulfilled nor a cancelled state (order.states.changed)"
     if order_profile(order) is None:
         return _no_identity(order)
-    if _erased(context, order):
+    order = _named_now(context, order)
+    if order is None:
         return ERASED
     time = notification.payload.get("createdAt") or order.get("lastModifiedAt")
     products = products_of(context, order)
@@ -217,7 +237,8 @@ def _refunded(notification: Notification, context: Context) -> str | None:
         return "no order references this payment"
     if order_profile(order) is None:
         return _no_identity(order)
-    if _erased(context, order):
+    order = _named_now(context, order)
+    if order is None:
         return ERASED
     order = _with_payment(order, payment)
     products = products_of(context, order)

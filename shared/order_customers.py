@@ -1,0 +1,50 @@
+"""Events about an order name its registered customer as commercetools has them now, not as the order does.
+
+An order keeps the `customerEmail` it was placed with. Klaviyo finds an event's profile by external id (the
+customer id) first and then replaces the profile's email with the event's: an order placed before the customer
+changed their email would set the old address back. So the events of an order with a `customerId` carry the
+customer's current email, read from commercetools (their profiles carry email and external id only, no phone
+number, so the email is the one identifier that can be out of date):
+
+- by the bulk import, for a page's customers in queries of `CUSTOMERS_PER_QUERY` ids;
+- in real time, one customer read per delivery of a state change, a refund or a history Placed Order
+  (`OrderImported`, an order older than `event.backfillAfterHours`, a dead-letter replay of one). A fresh
+  `OrderCreated` is read as it is: its email is the current one by definition, and that path stays free of
+  extra reads (flash sales).
+
+A customer that exists was never erased (customer ids are never reused), so finding the customer also answers the
+erasure question; only a customer gone from commercetools is looked up in the erasure records (`shared.erasures`).
+Gone without an erasure record (`customer.deletion.enabled` false), the events carry the external id only, no
+email. Guest orders (no `customerId`) keep the order's email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from shared.commercetools import Commercetools, literal
+
+CUSTOMERS_PER_QUERY = 100  # quoted ids per `id in (...)`: the URL stays well under 8,000 octets
+
+
+def current_customers(commercetools: Commercetools, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """These customers as they are now, by id (one query per `CUSTOMERS_PER_QUERY` ids); gone ones are absent."""
+    ids = sorted(set(customer_ids))
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), CUSTOMERS_PER_QUERY):
+        chunk = ids[start:start + CUSTOMERS_PER_QUERY]
+        where = f"id in ({', '.join(literal(i) for i in chunk)})"
+        for customer in commercetools.query("customers", where=[where], limit=len(chunk)):
+            found[customer["id"]] = customer
+    return found
+
+
+def with_current_customer(order: dict[str, Any], customer: dict[str, Any] | None) -> dict[str, Any]:
+    """The order (a shallow copy) with `customerEmail` the customer's current email; without one when the
+    customer is gone (the events then carry the external id only)."""
+    current = {key: value for key, value in order.items() if key != "customerEmail"}
+    if customer and customer.get("email"):
+        current["customerEmail"] = customer["email"]
+    return current
+
