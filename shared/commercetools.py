@@ -10,7 +10,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +34,16 @@ def _parse_error(response: httpx.Response) -> dict[str, Any]:
 def literal(value: str) -> str:
     """A string literal for a query predicate (JSON quoting escapes quotes and backslashes)."""
     return json.dumps(value)
+
+
+IN_VALUES = 100  # values in one `in (...)` predicate: the URL stays well under 8,000 octets
+
+
+def in_predicates(field: str, values: Iterable[str]) -> Iterator[str]:
+    """`field in (...)` predicates of at most `IN_VALUES` values each (sorted, without repeats): one query each."""
+    unique = sorted(set(values))
+    for start in range(0, len(unique), IN_VALUES):
+        yield f"{field} in ({', '.join(literal(v) for v in unique[start:start + IN_VALUES])})"
 
 
 class Commercetools:

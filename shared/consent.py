@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.backfill import is_old
-from shared.commercetools import Commercetools, literal
+from shared.commercetools import Commercetools, in_predicates
 from shared.config import Settings
 from shared.errors import ApiError, Conflict, TransientError
 from shared.mappers.customer import phone_number, select_address
@@ -50,7 +50,6 @@ UNSUBSCRIBE_PATH = "/api/profile-subscription-bulk-delete-jobs"
 MAX_PROFILES = 1000  # per subscription job
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 NO_PHONE = "no E.164 phone number on the customer's address: no SMS subscription"
-KEYS_PER_QUERY = 100
 # The messages that tell of a change of a customer's custom fields (post-deploy subscribes to them when consent
 # is configured); CustomerCustomFieldChanged carries the previous value.
 CONSENT_MESSAGES = ("CustomerCustomFieldAdded", "CustomerCustomFieldChanged", "CustomerCustomFieldRemoved",
@@ -200,9 +199,7 @@ def grouped(changes: Iterable[Change]) -> list[list[Change]]:
 def read_records(commercetools: Commercetools, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
     """The stored consent records of these customers (custom objects), by customer id."""
     found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(customer_ids), KEYS_PER_QUERY):
-        chunk = customer_ids[start:start + KEYS_PER_QUERY]
-        where = f"key in ({', '.join(literal(i) for i in chunk)})"
+    for where in in_predicates("key", customer_ids):
         for stored in commercetools.custom_objects(CONTAINER, where=[where]):
             found[stored["key"]] = stored
     return found

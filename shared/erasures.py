@@ -21,7 +21,7 @@ Cost: a realtime order delivery makes one more commercetools read (the record by
 order one query by hash); the key is read once per process and kept. A process also remembers, for
 `REMEMBER_SECONDS`, what it found erased: that memory can only skip more (it can never bring a profile back); not
 erased is never remembered, since another instance may erase the customer at any moment. Bulk imports look up a
-page's ids and hashes in batched queries (`ERASED_PER_QUERY` values each). Where the order's customer is read
+page's ids and hashes in batched queries (`IN_VALUES` values each). Where the order's customer is read
 anyway (`shared.order_customers`), a customer who exists was never erased: the record is looked up only for one
 gone from commercetools.
 """
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.commercetools import Commercetools, literal
+from shared.commercetools import IN_VALUES, Commercetools, literal
 from shared.dead_letter_store import key_for, remove_mentioning
 from shared.errors import Conflict
 
@@ -49,7 +49,6 @@ CONTAINER = "klaviyo-connector-erasures"
 KEY_CONTAINER = "klaviyo-connector-keys"
 KEY_NAME = "erasure-hmac"
 REMEMBER_SECONDS = 300.0
-ERASED_PER_QUERY = 100  # values per `in (...)`: the URL stays well under 8,000 octets
 REASON = "the customer was erased (erasure record): nothing is sent about them"
 
 
@@ -173,12 +172,12 @@ class Erasures:
 
     def erased(self, commercetools: Commercetools, customer_ids: Iterable[str], hashes: Iterable[str] = (),
                ) -> tuple[set[str], set[str]]:
-        """Which of these customer ids and email hashes are erased: queries of `ERASED_PER_QUERY` values."""
+        """Which of these customer ids and email hashes are erased: queries of `IN_VALUES` values."""
         wanted = [("id", k) for k in sorted(set(customer_ids))] + [("hash", h) for h in sorted(set(hashes))]
         found_ids: set[str] = set()
         found_hashes: set[str] = set()
-        for start in range(0, len(wanted), ERASED_PER_QUERY):
-            chunk = wanted[start:start + ERASED_PER_QUERY]
+        for start in range(0, len(wanted), IN_VALUES):
+            chunk = wanted[start:start + IN_VALUES]
             keys = [key_for(v) for kind, v in chunk if kind == "id"]
             digests = [v for kind, v in chunk if kind == "hash"]
             clauses = ([f"key in ({', '.join(literal(k) for k in keys)})"] if keys else []) + \

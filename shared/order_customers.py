@@ -6,7 +6,7 @@ changed their email would set the old address back. So the events of an order wi
 customer's current email, read from commercetools (their profiles carry email and external id only, no phone
 number, so the email is the one identifier that can be out of date):
 
-- by the bulk import, for a page's customers in queries of `CUSTOMERS_PER_QUERY` ids;
+- by the bulk import, for a page's customers in queries of `IN_VALUES` ids;
 - in real time, one customer read per delivery of a state change, a refund or a history Placed Order
   (`OrderImported`, an order older than `event.backfillAfterHours`, a dead-letter replay of one). A fresh
   `OrderCreated` is read as it is: its email is the current one by definition, and that path stays free of
@@ -23,19 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from shared.commercetools import Commercetools, literal
-
-CUSTOMERS_PER_QUERY = 100  # quoted ids per `id in (...)`: the URL stays well under 8,000 octets
+from shared.commercetools import IN_VALUES, Commercetools, in_predicates
 
 
 def current_customers(commercetools: Commercetools, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """These customers as they are now, by id (one query per `CUSTOMERS_PER_QUERY` ids); gone ones are absent."""
-    ids = sorted(set(customer_ids))
+    """These customers as they are now, by id (one query per `IN_VALUES` ids); gone ones are absent."""
     found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), CUSTOMERS_PER_QUERY):
-        chunk = ids[start:start + CUSTOMERS_PER_QUERY]
-        where = f"id in ({', '.join(literal(i) for i in chunk)})"
-        for customer in commercetools.query("customers", where=[where], limit=len(chunk)):
+    for where in in_predicates("id", customer_ids):
+        for customer in commercetools.query("customers", where=[where], limit=IN_VALUES):
             found[customer["id"]] = customer
     return found
 

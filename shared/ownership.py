@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from shared.commercetools import Commercetools, literal
+from shared.commercetools import Commercetools, in_predicates
 
 PROJECT_KEY = "commercetools_project_key"
 RESOURCE_ID = "commercetools_id"
 CATEGORY_CONTAINER = "klaviyo-connector-catalog-categories"
-_IDS_PER_QUERY = 100
 
 
 def mark(project_key: str, resource_id: str) -> dict[str, str]:
@@ -52,11 +51,9 @@ def record_categories(commercetools: Commercetools, category_ids: Iterable[str])
 
 def recorded_categories(commercetools: Commercetools, category_ids: Iterable[str]) -> set[str]:
     """Which of these categories are marked as ours (100 per query)."""
-    ids = sorted(set(category_ids))
     found: set[str] = set()
-    for start in range(0, len(ids), _IDS_PER_QUERY):
-        quoted = ", ".join(literal(i) for i in ids[start:start + _IDS_PER_QUERY])
-        found.update(o["key"] for o in commercetools.custom_objects(CATEGORY_CONTAINER, where=[f"key in ({quoted})"]))
+    for where in in_predicates("key", category_ids):
+        found.update(o["key"] for o in commercetools.custom_objects(CATEGORY_CONTAINER, where=[where]))
     return found
 
 

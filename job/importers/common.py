@@ -10,7 +10,7 @@ from job.requests import where_clauses
 from job.runner import MAX_ERRORS, JobContext, note
 from job.state import ImportRecord
 from shared.bulk import MAX_CATALOG, JobResult, chunks
-from shared.commercetools import literal
+from shared.commercetools import IN_VALUES, literal
 from shared.errors import redact
 from shared.klaviyo import CATALOG_PATHS, catalog_id, filter_string
 
@@ -18,7 +18,6 @@ CATALOG_PREFIX = catalog_id("")
 T = TypeVar("T")
 
 
-IDS_PER_QUERY = 100  # ids in one `id in (...)` predicate: the URL stays well under 8,000 octets
 
 
 def next_page(job: JobContext, record: ImportRecord, resource: str, *, where: Sequence[str] = (),
@@ -35,7 +34,7 @@ def next_page(job: JobContext, record: ImportRecord, resource: str, *, where: Se
     query = job.context.commercetools.query
     if ids:
         remaining = sorted(i for i in set(ids) if after is None or i > after)
-        chunk = remaining[:min(job.page_size, IDS_PER_QUERY)]
+        chunk = remaining[:min(job.page_size, IN_VALUES)]
         if not chunk:
             return [], True
         clauses = [f"id in ({', '.join(literal(i) for i in chunk)})", *where_clauses(options), *where]

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.backfill import IMPORTED_MESSAGES, is_old, mark_history
 from shared.bulk import event_batches, events_job_body
-from shared.commercetools import Commercetools, literal
+from shared.commercetools import Commercetools, in_predicates, literal
 from shared.config import Settings
 from shared.erasures import REASON as ERASED
 from shared.mappers.order import (
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 PRODUCT_EXPAND = ("masterData.current.categories[*]", "masterData.current.categories[*].ancestors[*]")
 # Ids per products query: 100 quoted, URL-encoded ids keep the URL under the 8,000 octets RFC 9110 recommends
 # servers accept; an order rarely has more distinct products, so this is one query.
-IDS_PER_QUERY = 100
 NO_IDENTITY = "order has neither customerEmail nor customerId"
 SINGLE_EVENTS_MAX = 10
 BATCHED_EVENTS_MAX = 100  # orders with more events send their own bulk requests
@@ -45,11 +44,8 @@ BATCHED_EVENTS_MAX = 100  # orders with more events send their own bulk requests
 
 def fetch_products(commercetools: Commercetools, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """These products with their categories and category ancestors, by id (one query per 100 ids)."""
-    ids = sorted(set(ids))
     products: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        chunk = ids[start:start + IDS_PER_QUERY]
-        where = f"id in ({', '.join(literal(i) for i in chunk)})"
+    for where in in_predicates("id", ids):
         for product in commercetools.query("products", where=[where], expand=PRODUCT_EXPAND):
             products[product["id"]] = product
     return products
