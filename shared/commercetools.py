@@ -119,6 +119,14 @@ class Commercetools:
         params += [("where", w) for w in where] + [("sort", s) for s in sort] + [("expand", e) for e in expand]
         return self.request("GET", f"/{resource}", params=params)["results"]
 
+    def by_ids(self, resource: str, ids: Iterable[str], *, expand: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+        """These resources as they are now, by id (one query per `IN_VALUES` ids); gone ones are absent."""
+        found: dict[str, dict[str, Any]] = {}
+        for where in in_predicates("id", ids):
+            for found_one in self.query(resource, where=[where], expand=expand, limit=IN_VALUES):
+                found[found_one["id"]] = found_one
+        return found
+
     def pages(self, resource: str, *, where: Sequence[str] = (), expand: Sequence[str] = (),
               after_id: str | None = None, limit: int = PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
         """Keyset paging: sorted by id, each page strictly after the last id seen; ends on a short page."""

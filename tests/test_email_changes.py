@@ -22,9 +22,7 @@ from tests.builders import message, pubsub
 from tests.data import fixture
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
-from tests.test_job_support import make_order, seed_catalog, services
-
-__all__ = ["services"]
+from tests.test_job_support import make_order, seed_catalog
 
 CUSTOMER_ID = "e54d8233-be41-4ce1-ae2b-3b5e1e1d8a01"
 GONE_ID = "e54d8233-0000-4000-8000-0000000000ne"  # deleted with customer.deletion.enabled false: no record

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.backfill import IMPORTED_MESSAGES, is_old, mark_history
 from shared.bulk import event_batches, events_job_body
-from shared.commercetools import Commercetools, in_predicates, literal
+from shared.commercetools import Commercetools, literal
 from shared.config import Settings
 from shared.erasures import REASON as ERASED
 from shared.mappers.order import (
@@ -44,11 +44,7 @@ BATCHED_EVENTS_MAX = 100  # orders with more events send their own bulk requests
 
 def fetch_products(commercetools: Commercetools, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """These products with their categories and category ancestors, by id (one query per 100 ids)."""
-    products: dict[str, dict[str, Any]] = {}
-    for where in in_predicates("id", ids):
-        for product in commercetools.query("products", where=[where], expand=PRODUCT_EXPAND):
-            products[product["id"]] = product
-    return products
+    return commercetools.by_ids("products", ids, expand=PRODUCT_EXPAND)
 
 
 def order_of_payment(commercetools: Commercetools, payment_id: str) -> dict[str, Any] | None:
