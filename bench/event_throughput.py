@@ -303,6 +303,17 @@ def post_all(url: str, deliveries: list[tuple[str, bytes]], concurrency: int) ->
             return list(pool.map(post, deliveries))
 
 
+def batch_flushes(url: str) -> str:
+    """The app's micro-batch flushes by queue and reason (its /metrics), e.g. events waited=40 all-waiting=12."""
+    found: dict[str, list[str]] = {}
+    with contextlib.suppress(httpx.HTTPError):
+        for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+            m = re.match(r'klaviyo_connector_batch_flushes_total\{queue="(\w+)",reason="([\w-]+)"\} (\S+)', line)
+            if m:
+                found.setdefault(m.group(1), []).append(f"{m.group(2)}={float(m.group(3)):.0f}")
+    return ";  ".join(f"{queue} {' '.join(reasons)}" for queue, reasons in sorted(found.items())) or "none"
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -322,6 +333,7 @@ def flash_workload(ct: FakeCommercetools, n_orders: int) -> tuple[list[tuple[str
     customers = sample.customers(3 + n_orders // 2 + 1)[3:]
     for index, customer in enumerate(customers):
         customer["addresses"][0]["mobile"] = f"+4477{index:07d}"
+        ct.add("customers", customer)  # the app reads the current customer (never the message's copy)
     orders = list(sample.orders(10 + n_orders, lines=3, n_customers=3))[10:]
     deliveries: list[tuple[str, bytes]] = []
     events: set[tuple[str, str]] = set()
@@ -429,6 +441,7 @@ def flash(args: argparse.Namespace) -> int:
         finished = time.monotonic()
         app_cpu = proc_cpu_seconds(process.pid) - cpu_before
         app_rss = proc_peak_rss_mib(process.pid)
+        flushes = batch_flushes(url)
     finally:
         pool.shutdown(wait=True)
         client.close()
@@ -458,6 +471,7 @@ def flash(args: argparse.Namespace) -> int:
     by_operation = Counter(f"{r.method} {re.sub(r'/[0-9A-Z]{26}', '/{id}', r.path)} {r.status}"
                            for r in klaviyo.requests)
     print(f"    by operation          {dict(by_operation.most_common())}")
+    print(f"  batch flushes           {flushes}")
     print(f"  answer ms               p50 {percentile(ms, .5):.1f}  p99 {percentile(ms, .99):.1f}  max {max(ms):.1f}")
     for kind, own in by_kind.items():
         print(f"    {kind:<10}            p50 {percentile(own, .5):.1f}  p99 {percentile(own, .99):.1f}")
@@ -506,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - began
         app_cpu, own_cpu = proc_cpu_seconds(process.pid) - cpu_before, time.process_time() - own_before
         app_rss = proc_peak_rss_mib(process.pid)
+        flushes = batch_flushes(url)
         klaviyo_requests, ct_requests = len(klaviyo.requests) - klaviyo_before, len(ct.requests) - ct_before
     finally:
         process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown (writes the profile)
@@ -527,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {kind:<10}            p50 {percentile(own, .5):.1f}  p99 {percentile(own, .99):.1f}")
     print(f"  answers                 {dict(Counter(status for _, status, _ in results))}")
     print(f"  Klaviyo requests        {klaviyo_requests / n:8.2f} per delivery ({klaviyo_requests})")
+    print(f"  batch flushes           {flushes}")
     print(f"  commercetools requests  {ct_requests / n:8.2f} per delivery ({ct_requests})")
     print(f"  app CPU                 {app_cpu / n * 1000:8.2f} ms per delivery ({app_cpu:.2f} s, "
           f"{app_cpu / elapsed:.0%} of one core)")

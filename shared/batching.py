@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from shared import dead_letters, deadline
+from shared import dead_letters, deadline, metrics
 from shared.bulk import (
     EVENTS_PATH,
     MAX_BYTES,
@@ -163,21 +163,27 @@ class _Queue:
         self.pending: list[_Entry] = []
         self.thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
 
-    def _ready(self, now: float) -> tuple[bool, float]:
-        """(flush now?, else seconds until it may be time)."""
+    def _ready(self, now: float) -> tuple[str | None, float]:
+        """(why to flush now: full, waited, all-waiting, budget or closing; else None and the seconds until it
+        may be time)."""
         b = self.batcher
         items = sum(len(e.items) for e in self.pending)
         size = sum(e.size for e in self.pending)
-        due = min(self.pending[0].queued_at + self.interval,
-                  min(e.deadline for e in self.pending) - SEND_MARGIN - 0.5)
-        if b.closed or items >= self.max_items or size >= MAX_BYTES or now >= due:
-            return True, 0.0
+        waited = self.pending[0].queued_at + self.interval
+        budget = min(e.deadline for e in self.pending) - SEND_MARGIN - 0.5
+        due = min(waited, budget)
+        if b.closed:
+            return "closing", 0.0
+        if items >= self.max_items or size >= MAX_BYTES:
+            return "full", 0.0
+        if now >= due:
+            return ("waited" if now >= waited else "budget"), 0.0
         if b.waiting >= b.in_flight:  # nobody else will join: flush, though not more often than `interval`
             since = now - self.last_flush
             if since >= self.interval:
-                return True, 0.0
-            return False, min(due, self.last_flush + self.interval) - now
-        return False, due - now
+                return "all-waiting", 0.0
+            return None, min(due, self.last_flush + self.interval) - now
+        return None, due - now
 
     def _take(self) -> list[_Entry]:
         taken: list[_Entry] = []
@@ -200,14 +206,15 @@ class _Queue:
                         return
                     cond.wait()
                     continue
-                ready, wait = self._ready(time.monotonic())
-                if ready:
+                reason, wait = self._ready(time.monotonic())
+                if reason:
                     wait = self.pacer.delay()
-                if not ready or wait > 0:
+                if not reason or wait > 0:
                     cond.wait(min(wait, 1.0) if wait > 0 else 1.0)
                     continue
                 batch = self._take()
                 self.last_flush = time.monotonic()
+            metrics.batch_flushed(self.name, reason)
             self._flush(batch)
 
     def _flush(self, batch: list[_Entry]) -> None:

@@ -48,6 +48,11 @@ DEAD_LETTERS_RECORDED = Counter(
 DEAD_LETTERS_REPLAYED = Counter(
     f"{PREFIX}_dead_letters_replayed", "Dead letters replayed, by outcome (processed and ignored remove the "
     "record).", ["outcome"])
+BATCH_FLUSHES = Counter(
+    f"{PREFIX}_batch_flushes", "Klaviyo bulk requests the event app's micro-batcher sent, by queue (events, "
+    "profiles, variants) and why it sent then: full, waited (its oldest write waited event.batch.maxWaitMs), "
+    "all-waiting (every delivery in flight waits on a batch), budget (a delivery's time budget), closing.",
+    ["queue", "reason"])
 IMPORT_READ = Counter(f"{PREFIX}_import_records_read", "Records read from commercetools by bulk imports.",
                       ["import_type"])
 IMPORT_SENT = Counter(f"{PREFIX}_import_records_sent", "Records (profiles, catalog objects, events) bulk imports "
@@ -158,6 +163,10 @@ def events_accepted(path: str, body: Any) -> None:
 def _metric_name(attributes: dict[str, Any]) -> str:
     name = attributes["metric"]["data"]["attributes"]["name"]
     return name[:100] if isinstance(name, str) else "other"
+
+
+def batch_flushed(queue: str, reason: str) -> None:
+    BATCH_FLUSHES.labels(queue, reason).inc()
 
 
 # --- dead letters and imports ---------------------------------------------------------------------------------

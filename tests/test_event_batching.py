@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.batching import Batcher
 from shared.commercetools import Commercetools
@@ -216,6 +217,41 @@ def test_a_batch_never_holds_a_delivery_past_its_time_budget(clients: tuple[Klav
     assert elapsed < 1.0
     assert klaviyo.calls("POST", BULK) == []
     batcher.closed = True  # stop without flushing the abandoned writes
+
+
+def flushes(queue: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("klaviyo_connector_batch_flushes_total",
+                                     {"queue": queue, "reason": reason}) or 0.0
+
+
+def test_flushes_are_counted_by_why_they_went_all_waiting_when_nobody_else_can_join_else_after_max_wait(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo) -> None:
+    client, ct = clients
+    before = {reason: flushes("events", reason) for reason in ("all-waiting", "waited")}
+    batcher = Batcher(client, ct, max_wait=5.0)  # far longer than the test: only "all waiting" can send
+    results = run_deliveries(batcher, [lambda: batcher.send_events([event(1)]),
+                                       lambda: batcher.send_events([event(2), event(3)]),
+                                       lambda: batcher.send_events([event(4)])], budget=20.0)
+    batcher.close()
+    assert results == [True, True, True]
+    assert [len(r) for r in bulk_requests(klaviyo)] == [4]  # one request, sent once the third delivery waited
+    assert flushes("events", "all-waiting") - before["all-waiting"] == 1
+
+    busy = threading.Event()  # a delivery in flight that waits on no batch (a product publish, say)
+    batcher = Batcher(client, ct, max_wait=0.2)
+
+    def write() -> bool:
+        try:
+            return batcher.send_events([event(5)])
+        finally:
+            busy.set()
+
+    results = run_deliveries(batcher, [lambda: busy.wait(10), write], budget=20.0)
+    batcher.close()
+    assert results == [True, True]
+    assert [len(r) for r in bulk_requests(klaviyo)] == [4, 1]
+    assert flushes("events", "waited") - before["waited"] == 1
+    assert flushes("events", "all-waiting") - before["all-waiting"] == 1
 
 
 def test_a_profile_the_import_job_fails_on_is_written_alone_and_dead_lettered_if_that_fails(
