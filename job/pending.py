@@ -45,11 +45,16 @@ def _check(context: Context, entry: dict) -> str:
     try:
         raise_for_failures(total, entry.get("what") or "bulk jobs")
     except BulkJobFailed as failure:
-        dead_letters.record(commercetools, message_id=entry["messageId"], reason=failure.reason,
-                            processors=entry.get("processors") or [], error=failure,
-                            notification=entry.get("notification"))
-        log.error("realtime bulk jobs failed; recorded as a dead letter",
-                  extra={"dead_letter_key": dead_letters.key_for(entry["messageId"]), "reason": failure.reason})
+        # A batch's job carries several deliveries and cannot say here which failed: each is recorded (replays
+        # write the current resource again, which is harmless for those that had succeeded).
+        deliveries = entry.get("deliveries") or [entry]
+        for delivery in deliveries:
+            dead_letters.record(commercetools, message_id=delivery["messageId"], reason=failure.reason,
+                                processors=delivery.get("processors") or [], error=failure,
+                                notification=delivery.get("notification"))
+        log.error("realtime bulk jobs failed; recorded as dead letters",
+                  extra={"dead_letter_keys": [dead_letters.key_for(d["messageId"]) for d in deliveries],
+                         "reason": failure.reason})
         commercetools.delete_custom_object(pending_jobs.CONTAINER, entry["key"], version=entry["version"])
         return "dead letter"
     commercetools.delete_custom_object(pending_jobs.CONTAINER, entry["key"], version=entry["version"])

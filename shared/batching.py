@@ -8,9 +8,12 @@ ones.
   others succeed. A transient failure (429 beyond the budget, 5xx, timeout) fails every delivery of the batch
   with a transient error: each is answered 503 and delivered again, and unique_ids keep every event once.
 - New or changed customers' profiles go into a `profile-bulk-import-job`. Its 202 means Klaviyo holds the job;
-  failures are reported later in the job. The delivery is answered after the 202, and `_JobWatcher` polls the job:
+  failures are reported later in the job. The job is remembered in commercetools (`shared.pending_jobs`), the
+  delivery is answered after that, and `_JobWatcher` polls the job:
   the profiles of a job that failed (some or all) are written again one by one through the delivery's own single
-  path, and one that still fails permanently becomes a dead letter (replayable: a customer ResourceUpdated).
+  path, and one that still fails permanently becomes a dead letter (replayable: a customer ResourceUpdated); then
+  the job's record is forgotten. A job this process could not check (it stopped) is checked by the job
+  application's next scheduled run (`job.pending`), which records its deliveries as dead letters if it failed.
 - Stock updates (inventory messages) go into a `catalog-variant-bulk-update-job` (at most 100 variants), checked
   the same way: a variant the job failed on is written again alone (one Klaviyo does not have is then skipped,
   as without batching).
@@ -37,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from shared import dead_letters, deadline, metrics
+from shared import dead_letters, deadline, metrics, pending_jobs
 from shared.bulk import (
     EVENTS_PATH,
     MAX_BYTES,
@@ -379,23 +382,8 @@ class Batcher:
                     entry.error = single
 
     def _send_profiles(self, batch: list[_Entry]) -> None:
-        self.pacers["profile-bulk-import"].spend()
-        try:
-            body = self.klaviyo.request("POST", PROFILE_JOBS_PATH,
-                                        body=profile_job_body([entry.items[0] for entry in batch]))
-        except ApiError as exc:
-            if exc.transient:
-                raise
-            log.warning("Klaviyo refused a profile import job; writing its profiles one by one",
-                        extra={"profiles": len(batch), "error": exc.describe()})
-            for entry in batch:
-                try:
-                    if entry.single is not None:
-                        entry.single()
-                except ConnectorError as single:
-                    entry.error = single
-            return
-        self.watcher.add(body["data"]["id"], batch, "profiles")
+        self._bulk_job(batch, "profile-bulk-import", PROFILE_JOBS_PATH,
+                       profile_job_body([entry.items[0] for entry in batch]), "profiles")
 
     def _send_variants(self, batch: list[_Entry]) -> None:
         """One job per distinct variant set: a second update of a variant in the same flush goes in a next job
@@ -411,23 +399,40 @@ class Batcher:
             batch = rest
 
     def _variant_job(self, job: list[_Entry]) -> None:
-        self.pacers["catalog-bulk"].spend()
+        self._bulk_job(job, "catalog-bulk", VARIANT_JOBS_PATH,
+                       catalog_job_body("variant", "update", [e.items[0] for e in job]), "variants")
+
+    def _bulk_job(self, batch: list[_Entry], pacer: str, path: str, body: dict[str, Any], kind: str) -> None:
+        """One bulk job for the batch's writes (a job refused as invalid: each written alone). The job is
+        remembered in commercetools (`shared.pending_jobs`) before its deliveries are answered: should this
+        process stop before it checked the job, the job application's next scheduled run checks it."""
+        self.pacers[pacer].spend()
         try:
-            body = self.klaviyo.request("POST", VARIANT_JOBS_PATH,
-                                        body=catalog_job_body("variant", "update", [e.items[0] for e in job]))
+            answer = self.klaviyo.request("POST", path, body=body)
         except ApiError as exc:
             if exc.transient:
                 raise
-            log.warning("Klaviyo refused a catalog variant update job; writing its variants one by one",
-                        extra={"variants": len(job), "error": exc.describe()})
-            for entry in job:
+            log.warning("Klaviyo refused a bulk job; writing its writes one by one",
+                        extra={"kind": kind, "writes": len(batch), "error": exc.describe()})
+            for entry in batch:
                 try:
                     if entry.single is not None:
                         entry.single()
                 except ConnectorError as single:
                     entry.error = single
             return
-        self.watcher.add(body["data"]["id"], job, "variants")
+        job_id = answer["data"]["id"]
+        job_type = "profiles" if kind == "profiles" else "catalog-variant-bulk-update"
+        deliveries = [{"messageId": _dead_letter_id(e), "notification": e.replay, "processors": [e.processor]}
+                      for e in batch]
+        key = pending_jobs.remember_batch(self.commercetools, f"{job_type}:{job_id}", deliveries, f"{kind} bulk job")
+        self.watcher.add(job_id, batch, kind, key)
+
+
+def _dead_letter_id(entry: _Entry) -> str:
+    """The message id a dead letter of this write is recorded under."""
+    resource = (entry.replay or {}).get("resource") or {}
+    return entry.message_id or f"{resource.get('typeId')}-{resource.get('id')}-bulk-job"
 
 
 class _NoListing(Exception):
@@ -440,6 +445,8 @@ class _Job:
     entries: list[_Entry]
     next_check: float
     kind: str  # "profiles" | "variants"
+    key: str  # its record in commercetools (`shared.pending_jobs`), forgotten once every write is settled
+    unsettled: int = 0  # writes the job failed on that are not yet written again or dead-lettered
 
 
 class _JobWatcher:
@@ -449,14 +456,14 @@ class _JobWatcher:
     def __init__(self, batcher: Batcher) -> None:
         self.batcher = batcher
         self.jobs: list[_Job] = []
-        self.retries: list[tuple[_Entry, int, float]] = []  # (entry, attempts, next try) failing transiently
+        self.retries: list[tuple[_Entry, int, float, _Job]] = []  # (entry, attempts, next try, its job): transient
         self.cond = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="batch-job-watcher", daemon=True)
 
-    def add(self, job_id: str, entries: list[_Entry], kind: str) -> None:
+    def add(self, job_id: str, entries: list[_Entry], kind: str, key: str) -> None:
         with self.cond:
-            self.jobs.append(_Job(job_id, entries, time.monotonic() + CHECK_INTERVAL, kind))
+            self.jobs.append(_Job(job_id, entries, time.monotonic() + CHECK_INTERVAL, kind, key))
             self.cond.notify_all()
 
     def pending(self) -> int:
@@ -473,7 +480,7 @@ class _JobWatcher:
         self.thread.join(max(0.0, end - time.monotonic()))
         with self.cond:
             if self.jobs or self.retries:
-                log.error("stopped with profile bulk import jobs not checked; their profiles are not verified",
+                log.warning("stopped with bulk jobs not checked; the job application's next scheduled run checks them",
                           extra={"jobs": [j.job_id for j in self.jobs], "profiles_to_retry": len(self.retries)})
 
     def _run(self) -> None:
@@ -490,8 +497,8 @@ class _JobWatcher:
                     self.cond.wait(min(times) - now if times else None)
                     continue
                 self.retries = [r for r in self.retries if r[2] > now]
-            for entry, attempts, _ in retry:
-                self._write_again(entry, attempts)
+            for entry, attempts, _, job in retry:
+                self._write_again(entry, attempts, job)
             if due:
                 self._check(due)
 
@@ -542,13 +549,32 @@ class _JobWatcher:
         with self.cond:
             self.jobs.remove(job)
         if status == "complete" and not int(attributes.get("failed_count") or 0):
+            self._forget(job)
             return
         failed = self._failed_entries(job, attributes) if status == "complete" else job.entries
         log.warning("Klaviyo bulk job failed on some of its writes; writing them again one by one",
                     extra={"job_id": job.job_id, "status": status, "failed": attributes.get("failed_count"),
                            "kind": job.kind, "writes": len(job.entries), "written_again": len(failed)})
+        job.unsettled = len(failed)
+        if not failed:
+            self._forget(job)
         for entry in failed:
-            self._write_again(entry, 0)
+            self._write_again(entry, 0, job)
+
+    def _forget(self, job: _Job) -> None:
+        """Every write of the job is in Klaviyo or a dead letter: its record is no longer needed. Should this fail,
+        the scheduled run finds the job done and forgets it then."""
+        try:
+            pending_jobs.forget(self.batcher.commercetools, job.key)
+        except ConnectorError as exc:
+            log.warning("could not forget a checked bulk job; the next job run will", extra={"error": str(exc)})
+
+    def _settled(self, job: _Job) -> None:
+        with self.cond:
+            job.unsettled -= 1
+            done = job.unsettled == 0
+        if done:
+            self._forget(job)
 
     def _failed_entries(self, job: _Job, attributes: dict[str, Any]) -> list[_Entry]:
         """The entries the job's errors point at (`/data/attributes/<profiles|variants>/data/<index>`: a profile
@@ -578,21 +604,21 @@ class _JobWatcher:
         with self.cond:
             job.next_check = time.monotonic() + (0.0 if self.stopping else CHECK_INTERVAL)
 
-    def _write_again(self, entry: _Entry, attempts: int) -> None:
+    def _write_again(self, entry: _Entry, attempts: int, job: _Job) -> None:
         try:
             with deadline.time_budget(JOB_CHECK_BUDGET):
                 if entry.single is not None:
                     entry.single()
+            self._settled(job)
             return
         except ConnectorError as exc:
             error = exc
         if error.transient and attempts + 1 < JOB_RETRIES and not self.stopping:
             with self.cond:
-                self.retries.append((entry, attempts + 1, time.monotonic() + 2.0 ** attempts * 5))
+                self.retries.append((entry, attempts + 1, time.monotonic() + 2.0 ** attempts * 5, job))
                 self.cond.notify_all()
             return
-        resource = (entry.replay or {}).get("resource") or {}
-        message_id = entry.message_id or f"{resource.get('typeId')}-{resource.get('id')}-bulk-job"
+        message_id = _dead_letter_id(entry)
         detail = error.describe() if isinstance(error, ApiError) else error.reason
         reason = f"a Klaviyo bulk job failed on this write, and writing it alone failed: {detail}"
         try:
@@ -601,5 +627,8 @@ class _JobWatcher:
             log.error("a write from a Klaviyo bulk job failed; recorded as a dead letter",
                       extra={"dead_letter_key": dead_letters.key_for(message_id)})
         except ConnectorError as exc:
+            # The job's record stays: the scheduled run checks the job and records its deliveries then.
             log.error("a write from a Klaviyo bulk job failed and could not be recorded as a dead letter",
                       extra={"record_error": str(exc), "message_id": message_id})
+            return
+        self._settled(job)

@@ -4,6 +4,8 @@ within its time budget)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -22,9 +24,10 @@ from shared.deadline import time_budget
 from shared.errors import ApiError, TransientError
 from shared.klaviyo import Klaviyo
 from shared.logs import message_context
+from shared.pending_jobs import CONTAINER as PENDING
 from shared.processors.orders import fetch_products
 from shared.product_cache import ProductCache
-from tests.builders import pubsub
+from tests.builders import message, pubsub
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
 from tests.test_faults_event import (
@@ -38,6 +41,8 @@ from tests.test_faults_event import (
     seed,
     serve,
 )
+from tests.test_job_support import ROOT, make_customer, process_env
+from tests.test_startup import free_port
 
 BULK = "/api/event-bulk-create-jobs"
 BATCHED = {"event": {"batch": {"maxWaitMs": 200}}}
@@ -280,6 +285,10 @@ def test_a_profile_the_import_job_fails_on_is_written_alone_and_dead_lettered_if
     letters = dead_letters(ct)
     assert list(letters) == ["msg-1"]
     assert letters["msg-1"]["notification"]["resource"] == {"typeId": "customer", "id": "c-1"}
+    # The job was remembered in commercetools until every write of it was settled, then forgotten.
+    assert not [o for o in ct.store["custom-objects"].values() if o["container"] == PENDING]
+    assert [r.method for r in ct.requests if PENDING in r.path or (r.body or {}).get("container") == PENDING] == [
+        "POST", "DELETE"]
 
 
 # --- the product cache ----------------------------------------------------------------------------------------
@@ -310,3 +319,48 @@ def test_product_cache_reads_each_product_once_until_it_expires_and_keeps_at_mos
     cache.get_many(ids[1:2], fetch)
     assert reads() == 4  # it was dropped
     client.close()
+
+
+# --- a bulk job the event app could not check ------------------------------------------------------------------
+
+
+def test_a_profile_job_the_event_app_could_not_check_is_checked_by_the_next_scheduled_job_run(
+        env: dict[str, str], ct: FakeCommercetools, klaviyo: FakeKlaviyo, services: Callable[..., Any]) -> None:
+    """Each profile bulk job is remembered in commercetools before its deliveries are answered: the event app
+    killed before it checked the job (SIGKILL, right after the answers), the job application's scheduled run checks
+    it, and since the job failed on a profile, its deliveries become dead letters (nothing lost)."""
+    good, clash = make_customer(1), make_customer(2, email="taken@example.com")
+    for customer in (good, clash):
+        ct.add("customers", customer)
+    klaviyo.add_profile({"external_id": clash["id"], "email": "old@example.com"})
+    klaviyo.add_profile({"email": "taken@example.com"})  # another profile has the email: the job fails on it
+    notifications = [message("customer", c["id"], "CustomerCreated", customer=c) for c in (good, clash)]
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "event"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=process_env(env, PORT=str(port), LOG_LEVEL="WARNING"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        give_up = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url + "/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < give_up, "the event app did not start"
+                time.sleep(0.1)
+        answers = post_each(url, [pubsub(n) for n in notifications])
+        process.kill()  # before its first look at the job (2 s after it was created)
+    finally:
+        process.kill()
+        process.wait(10)
+    assert [a.status_code for a in answers] == [204, 204]
+    assert len(klaviyo.calls("POST", "/api/profile-bulk-import-jobs")) == 1  # the two profiles in one job
+    [remembered] = [o["value"] for o in ct.store["custom-objects"].values() if o["container"] == PENDING]
+    assert sorted(d["messageId"] for d in remembered["deliveries"]) == sorted(n["id"] for n in notifications)
+
+    summary = services().scheduled_run()
+    assert [c["outcome"] for c in summary["pendingJobs"]] == ["dead letter"]
+    letters = dead_letters(ct)
+    assert sorted(letters) == sorted(n["id"] for n in notifications)
+    assert all(letter["notification"]["resource"]["typeId"] == "customer" for letter in letters.values())
+    assert not [o for o in ct.store["custom-objects"].values() if o["container"] == PENDING]  # forgotten
