@@ -111,6 +111,22 @@ def event_app(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture
+def started() -> Iterator[Callable[[Any], TestClient]]:
+    """`started(app)`: a TestClient of this app, started (its lifespan run) now and closed after the test."""
+    clients: list[TestClient] = []
+
+    def start(app: Any) -> TestClient:
+        client = TestClient(app)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
 Cli = Callable[..., tuple[int, str, str]]
 
 

@@ -107,19 +107,10 @@ def record(ct: FakeCommercetools, customer_id: str = CUSTOMER_ID) -> dict[str, A
 
 
 @pytest.fixture
-def app_for(configure: Callable[..., Settings]) -> Iterator[Callable[[dict[str, Any]], TestClient]]:
+def app_for(configure: Callable[..., Settings],
+            started: Callable[[Any], TestClient]) -> Callable[[dict[str, Any]], TestClient]:
     """`app_for(config)`: the event app with this NODE_CONFIG."""
-    clients: list[TestClient] = []
-
-    def make(config: dict[str, Any]) -> TestClient:
-        client = TestClient(create_app(configure(config)))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    return lambda config: started(create_app(configure(config)))
 
 
 def deliver(app: TestClient, notification: dict[str, Any]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,20 +35,14 @@ ROUTES = [("POST", "/sync/orders"), ("POST", "/sync/orders/stop"), ("GET", "/syn
 
 
 @pytest.fixture
-def app(configure: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+def app(configure: Callable[..., Settings], started: Callable[[Any], TestClient]) -> Callable[..., TestClient]:
     """`app(config=None, token=TOKEN)`: the job app on the fake servers (closed afterwards)."""
-    clients = []
 
     def make(config: dict[str, Any] | None = None, token: str | None = TOKEN) -> TestClient:
         extra = {"BULK_API_TOKEN": token} if token is not None else {}
-        client = TestClient(create_app(configure(config, **extra)))
-        client.__enter__()
-        clients.append(client)
-        return client
+        return started(create_app(configure(config, **extra)))
 
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    return make
 
 
 def wait_for(client: TestClient, *import_types: str) -> dict[str, dict[str, Any]]:

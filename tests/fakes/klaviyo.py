@@ -153,6 +153,7 @@ class _Fault:
     headers: dict[str, str] | None
     body: Any
     delay: float
+    after: int = 0  # matching requests answered normally before this fault starts
 
 
 class _Fail(Exception):
@@ -417,13 +418,15 @@ class FakeKlaviyo:
     # --- test helpers ---------------------------------------------------------------------------------------
 
     def fail_next(self, method: str, path_regex: str | re.Pattern[str], status: int, *, times: int = 1,
-                  headers: dict[str, str] | None = None, body: Any = None, delay: float = 0.0) -> None:
+                  headers: dict[str, str] | None = None, body: Any = None, delay: float = 0.0,
+                  after: int = 0) -> None:
         """Answer the next ``times`` requests matching ``method`` (``"*"``: any) and ``path_regex`` (full
-        match on the decoded path) with ``status``, after sleeping ``delay`` seconds. ``body`` defaults to a
-        Klaviyo error body (nothing below 400); a 429 gets ``Retry-After: 1`` unless ``headers`` is given."""
+        match on the decoded path) with ``status``, after sleeping ``delay`` seconds; with ``after``, only once
+        that many matching requests were answered normally. ``body`` defaults to a Klaviyo error body (nothing
+        below 400); a 429 gets ``Retry-After: 1`` unless ``headers`` is given."""
         pattern = path_regex if isinstance(path_regex, re.Pattern) else re.compile(path_regex)
         with self._lock:
-            self._faults.append(_Fault(method.upper(), pattern, status, times, headers, body, delay))
+            self._faults.append(_Fault(method.upper(), pattern, status, times, headers, body, delay, after))
 
     def clear_faults(self) -> None:
         """Drop the injected answers still queued."""
@@ -577,6 +580,9 @@ class FakeKlaviyo:
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
             if fault.method in ("*", method) and fault.pattern.fullmatch(path):
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
