@@ -7,7 +7,9 @@ errors (`NotFound`, `Conflict`, transient `ApiError`), never a silent `None`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +36,13 @@ def _parse_error(response: httpx.Response) -> dict[str, Any]:
 def literal(value: str) -> str:
     """A string literal for a query predicate (JSON quoting escapes quotes and backslashes)."""
     return json.dumps(value)
+
+
+def object_key(text: str) -> str:
+    """A custom object key for any id: the id itself where keys allow it (`[-_~.a-zA-Z0-9]`, 1-256), else its hash."""
+    if re.fullmatch(r"[-_~.a-zA-Z0-9]{1,256}", text):
+        return text
+    return "sha256-" + hashlib.sha256(text.encode()).hexdigest()
 
 
 IN_VALUES = 100  # values in one `in (...)` predicate: the URL stays well under 8,000 octets

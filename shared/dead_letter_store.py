@@ -6,21 +6,15 @@ records too: a deleted customer's dead letters are removed when the customer is 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Iterable
 
-from shared.commercetools import Commercetools
+from shared.commercetools import Commercetools, object_key
 
 CONTAINER = "klaviyo-connector-dead-letters"
 
 
-def key_for(message_id: str) -> str:
-    """Custom object keys allow `[-_~.a-zA-Z0-9]`; other ids are hashed."""
-    if re.fullmatch(r"[-_~.a-zA-Z0-9]{1,256}", message_id):
-        return message_id
-    return "sha256-" + hashlib.sha256(message_id.encode()).hexdigest()
+key_for = object_key  # a message's dead letter is keyed by its message id
 
 
 def remove_mentioning(commercetools: Commercetools, needles: Iterable[str]) -> int:

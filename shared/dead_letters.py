@@ -19,6 +19,7 @@ from shared.dispatch import dispatch
 from shared.errors import ApiError, ConnectorError, PermanentError
 from shared.messages import parse_notification
 from shared.processors import Context
+from shared.times import instant
 
 __all__ = ["CONTAINER", "entries", "key_for", "purge", "record", "replay"]
 
@@ -114,11 +115,7 @@ _NEVER = datetime.min.replace(tzinfo=UTC)
 def _instant(value: Any) -> datetime:
     """An ISO time as an aware datetime (UTC when it has no offset), compared as times rather than strings;
     anything unreadable counts as the earliest time."""
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return _NEVER
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return instant(value) or _NEVER
 
 
 def purge(commercetools: Commercetools, before: str) -> int:

@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.commercetools import IN_VALUES, Commercetools, literal
-from shared.dead_letter_store import key_for, remove_mentioning
+from shared.commercetools import IN_VALUES, Commercetools, literal, object_key
+from shared.dead_letter_store import remove_mentioning
 from shared.errors import Conflict
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Erasures:
 
     def record(self, commercetools: Commercetools, customer_id: str, email: str | None) -> dict[str, Any]:
         """Create (or complete) the customer's erasure record, then remove the dead letters holding their data."""
-        key = key_for(customer_id)
+        key = object_key(customer_id)
         existing = commercetools.get_custom_object(CONTAINER, key)
         old = existing["value"] if existing else {}
         value = {"customerId": customer_id, "erasedAt": old.get("erasedAt") or _now()}
@@ -135,7 +135,7 @@ class Erasures:
         """One read (none when remembered)."""
         if self._remembered(f"id:{customer_id}"):
             return True
-        if commercetools.get_custom_object(CONTAINER, key_for(customer_id)) is None:
+        if commercetools.get_custom_object(CONTAINER, object_key(customer_id)) is None:
             return False
         self._note([f"id:{customer_id}"])
         return True
@@ -178,7 +178,7 @@ class Erasures:
         found_hashes: set[str] = set()
         for start in range(0, len(wanted), IN_VALUES):
             chunk = wanted[start:start + IN_VALUES]
-            keys = [key_for(v) for kind, v in chunk if kind == "id"]
+            keys = [object_key(v) for kind, v in chunk if kind == "id"]
             digests = [v for kind, v in chunk if kind == "hash"]
             clauses = ([f"key in ({', '.join(literal(k) for k in keys)})"] if keys else []) + \
                 ([f"value(emailHash in ({', '.join(literal(h) for h in digests)}))"] if digests else [])

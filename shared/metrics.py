@@ -13,11 +13,12 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from shared.times import instant
 
 PREFIX = "klaviyo_connector"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the text format every Prometheus version (and GMP) reads
@@ -108,14 +109,11 @@ OLDEST_MESSAGE_AGE.set_function(_lag.oldest)
 def message_seen(payload: dict[str, Any]) -> None:
     """Note the age of a delivered notification, from its `createdAt` (messages) or `modifiedAt` (changes)."""
     stamp = payload.get("createdAt") or payload.get("modifiedAt")
-    if not isinstance(stamp, str):
-        return
-    try:
-        created = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    created = instant(stamp)
+    if created is None:
         return
     now = time.time()
-    _lag.seen(max(0.0, now - created), now)
+    _lag.seen(max(0.0, now - created.timestamp()), now)
 
 
 # --- HTTP requests --------------------------------------------------------------------------------------------

@@ -20,15 +20,7 @@ email. Guest orders (no `customerId`) keep the order's email.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
-
-from shared.commercetools import Commercetools
-
-
-def current_customers(commercetools: Commercetools, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """These customers as they are now, by id (batched queries); gone ones are absent."""
-    return commercetools.by_ids("customers", customer_ids)
 
 
 def with_current_customer(order: dict[str, Any], customer: dict[str, Any] | None) -> dict[str, Any]:

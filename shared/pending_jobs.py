@@ -14,11 +14,10 @@ failed → a dead letter per delivery in it (a replay re-reads the resource and 
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.commercetools import Commercetools
+from shared.commercetools import Commercetools, object_key
 from shared.messages import Notification
 
 CONTAINER = "klaviyo-connector-pending-jobs"
@@ -33,13 +32,13 @@ def remember(commercetools: Commercetools, notification: Notification, jobs: lis
     }
     if len(str(notification.payload)) < _MAX_MESSAGE_BYTES:
         value["notification"] = notification.payload
-    commercetools.put_custom_object(CONTAINER, key_for(notification.id), value)
+    commercetools.put_custom_object(CONTAINER, object_key(notification.id), value)
 
 
 def remember_batch(commercetools: Commercetools, job: str, deliveries: list[dict[str, Any]], what: str) -> str:
     """Remember a batch's bulk job (`<type>:<id>`) and its deliveries (`messageId`, `notification` to replay,
     `processors`); the record's key, for `forget`."""
-    key = key_for(job)
+    key = object_key(job)
     commercetools.put_custom_object(CONTAINER, key, {
         "jobs": [job], "what": what, "deliveries": deliveries,
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -50,9 +49,6 @@ def remember_batch(commercetools: Commercetools, job: str, deliveries: list[dict
 def forget(commercetools: Commercetools, key: str) -> None:
     commercetools.delete_custom_object(CONTAINER, key)
 
-
-def key_for(message_id: str) -> str:
-    return "sha256-" + hashlib.sha256(message_id.encode()).hexdigest()
 
 
 def entries(commercetools: Commercetools) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from job.runner import EventStep, JobContext
 from job.state import ImportRecord
 from shared.config import Settings
 from shared.mappers.order import OrderEvents, Products, order_profile, product_ids, state_metric
-from shared.order_customers import current_customers, with_current_customer
+from shared.order_customers import with_current_customer
 from shared.processors.orders import fetch_products
 
 Fetched = tuple[list[dict[str, Any]], Products, set[str]]
@@ -38,7 +38,7 @@ def fetch(job: JobContext, record: ImportRecord) -> tuple[Fetched, bool]:
     page, last = next_page(job, record, "orders", expand=["paymentInfo.payments[*]"])
     commercetools = job.context.commercetools
     known = [order for order in page if order_profile(order) is not None]
-    customers = current_customers(commercetools, (o["customerId"] for o in known if o.get("customerId")))
+    customers = commercetools.by_ids("customers", (o["customerId"] for o in known if o.get("customerId")))
     unproven = [order for order in known if order.get("customerId") not in customers]
     erased = job.context.erasures.erased_orders(commercetools, unproven) if unproven else set()
     page = [with_current_customer(order, customers.get(order["customerId"])) if order.get("customerId") else order

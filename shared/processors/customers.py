@@ -17,8 +17,6 @@ from shared.mappers.customer import profile_attributes
 from shared.messages import Notification
 from shared.processors import Context, Processor, change, message
 
-RESOURCE = "customer"
-
 
 def sync_customer(customer: dict[str, Any], context: Context) -> str | None:
     """Create or update the customer's profile: found by external id, or (with deduplication) by email."""
