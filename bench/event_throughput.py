@@ -29,6 +29,18 @@ handling (event loop thread and worker threads) runs under cProfile and the top 
 
 The stand-ins and the load generator share this process, so on a small machine they compete with the app for
 CPU: the app's CPU time per delivery is the figure that does not depend on them.
+
+    python bench/event_throughput.py --app-root ../previous   # a worktree of another commit, same stand-ins
+
+--app-root runs another checkout's event app (`python -m event` there) against the same stand-ins and load, to
+compare two commits on one machine in one session.
+
+    python bench/event_throughput.py --floor
+
+--floor: what the rig costs without the connector: the same deliveries and load against an app that answers 204
+and does nothing else (uvicorn, starlette, one thread-pool hop), and the CPU of one httpx request to the Klaviyo
+stand-in. Deliveries/s of the connector cannot exceed 2 cores ÷ (stand-ins + load + this app + the connector's
+requests × one request's CPU) per delivery.
 """
 
 from __future__ import annotations
@@ -193,6 +205,80 @@ def sample_variants(product: dict[str, Any]) -> list[dict[str, Any]]:
 # --- the app in a subprocess ----------------------------------------------------------------------------------------
 
 
+def serve_floor(port: int) -> None:
+    """--floor's subprocess: an app that does nothing with a delivery but what any starlette app on uvicorn does
+    (read the body, one hop to the thread pool as the event app's route makes) and answers 204."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def deliver(request: Request) -> Response:
+        await run_in_threadpool(len, await request.body())
+        return Response(status_code=204)
+
+    app = Starlette(routes=[Route("/", deliver, methods=["POST"]), Route("/health", lambda _: Response())])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+def floor(args: argparse.Namespace) -> int:
+    """What the rig costs without the connector: the same deliveries and load against an app that does nothing,
+    and the CPU of one request of the connector's HTTP client (httpx) to the Klaviyo stand-in."""
+    ct = FakeCommercetools(project_key=PROJECT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    deliveries, _ = workload(ct, args.n)
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(process, url)
+        cpu_before, own_before = proc_cpu_seconds(process.pid), time.process_time()
+        began = time.perf_counter()
+        results = post_all(url, deliveries, args.concurrency)
+        elapsed = time.perf_counter() - began
+        app_cpu, own_cpu = proc_cpu_seconds(process.pid) - cpu_before, time.process_time() - own_before
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+    klaviyo = FakeKlaviyo(validate=False)
+    server = KlaviyoServer(klaviyo)
+    body = {"data": {"type": "event", "attributes": {
+        "properties": {"OrderId": "o-1"}, "metric": {"data": {"type": "metric", "attributes": {"name": "X"}}},
+        "profile": {"data": {"type": "profile", "attributes": {"email": "a@example.com"}}}}}}
+    headers = {"Authorization": "Klaviyo-API-Key pk_bench_0123456789", "revision": "2026-07-15"}
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        for n in range(1200):
+            if n == 200:
+                client_before = time.process_time()
+            client.post("/api/events", json={**body, "unique_id": str(n)})
+        client_cpu = (time.process_time() - client_before) / 1000
+    server.shutdown()
+    n = len(results)
+    print(f"floor: {n} deliveries, concurrency {args.concurrency}, an app that answers 204 and does nothing else, "
+          f"{os.cpu_count()} CPUs")
+    print(f"  deliveries/second       {n / elapsed:8.1f}")
+    print(f"  app CPU                 {app_cpu / n * 1000:8.2f} ms per delivery (uvicorn, starlette, one thread hop)")
+    print(f"  load CPU                {own_cpu / n * 1000:8.2f} ms per delivery (this process posting)")
+    print(f"  httpx client CPU        {client_cpu * 1000:8.2f} ms per request (sequential, to the Klaviyo stand-in, "
+          "this process; stand-in included)")
+    return 0
+
+
+def wait_healthy(process: subprocess.Popen, url: str) -> None:
+    end = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > end:
+            raise SystemExit("the app did not start")
+        time.sleep(0.1)
+
+
 def serve_app(port: int, profile_out: str | None) -> None:
     """The subprocess: `python -m event`'s start-up (settings from the environment, JSON logs), optionally under
     cProfile in every thread that handles a delivery and in the event loop thread."""
@@ -245,7 +331,9 @@ def free_port() -> int:
 
 
 def start_app(ct_url: str, klaviyo_url: str, log_level: str, profile_out: str | None,
-              max_wait_ms: int | None = None) -> tuple[subprocess.Popen, str]:
+              max_wait_ms: int | None = None, app_root: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """The event app in a subprocess; `app_root`: another checkout's app, started as `python -m event` (its
+    production entry point), to compare two commits on the same machine with the same stand-ins and load."""
     port = free_port()
     config: dict[str, Any] = {"product": {"inventory": {"useChannelInventory": sample.CHANNEL}}}
     if max_wait_ms is not None:
@@ -259,18 +347,13 @@ def start_app(ct_url: str, klaviyo_url: str, log_level: str, profile_out: str | 
     command = [sys.executable, str(Path(__file__).resolve()), "--serve-app", str(port)]
     if profile_out:
         command += ["--profile-out", profile_out]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    if app_root is not None:
+        env.update(PYTHONPATH=str(app_root), PORT=str(port))
+        command = [sys.executable, "-m", "event"]
+    process = subprocess.Popen(command, cwd=app_root or ROOT, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > end:
-            raise SystemExit("the event app did not start")
-        time.sleep(0.1)
+    wait_healthy(process, url)
+    return process, url
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -367,7 +450,8 @@ def flash(args: argparse.Namespace) -> int:
     klaviyo.enforce_rate_limits = True
     klaviyo.clock = time.time
     klaviyo_server = KlaviyoServer(klaviyo)
-    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, None, args.max_wait_ms)
+    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, None, args.max_wait_ms,
+                             args.app_root)
     lock = threading.Condition()
     queue: list[tuple[float, int, int, int]] = []  # (due, seq, delivery index, attempt)
     latencies: list[float] = []
@@ -492,16 +576,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100, help="--flash: orders offered per second (default 100)")
     parser.add_argument("--timeout", type=float, default=300, help="--flash: give up after this many seconds")
     parser.add_argument("--max-wait-ms", type=int, help="the app's event.batch.maxWaitMs (default: its default)")
+    parser.add_argument("--app-root", type=Path, help="run the event app of another checkout (python -m event "
+                        "there), e.g. a worktree of the previous commit, against the same stand-ins and load")
+    parser.add_argument("--floor", action="store_true", help="the rig without the connector: an app that answers "
+                        "204 at once, and one httpx request's CPU")
     parser.add_argument("--serve-app", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_app:
         serve_app(args.serve_app, args.profile_out)
         return 0
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
+        return 0
     if args.flash:
         args.concurrency = args.concurrency or 32
         return flash(args)
     args.concurrency = args.concurrency or 16
+    if args.floor:
+        return floor(args)
 
     ct = FakeCommercetools(project_key=PROJECT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     deliveries, warm_up = workload(ct, args.n)
@@ -509,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     klaviyo = FakeKlaviyo(validate=False)
     klaviyo_server = KlaviyoServer(klaviyo)
     profile_out = tempfile.mktemp(suffix=".prof") if args.profile else None
-    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, profile_out, args.max_wait_ms)
+    process, url = start_app(ct_server.url, klaviyo_server.url, args.log_level, profile_out, args.max_wait_ms,
+                             args.app_root)
     try:
         for kind, status, _ in post_all(url, [("warm-up", body) for body in warm_up], 1):
             assert status == 204, (kind, status)
@@ -533,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"event app throughput: {n} deliveries, concurrency {args.concurrency}, LOG_LEVEL={args.log_level}, "
-          f"{os.cpu_count()} CPUs{', under cProfile' if args.profile else ''}")
+          f"{os.cpu_count()} CPUs{', under cProfile' if args.profile else ''}"
+          f"{', app from ' + str(args.app_root) if args.app_root else ''}")
     print(f"  deliveries/second       {n / elapsed:8.1f}   ({elapsed:.2f} s)")
     print(f"  latency ms              p50 {percentile(latencies, .5):.1f}  p90 {percentile(latencies, .9):.1f}  "
           f"p99 {percentile(latencies, .99):.1f}  max {max(latencies):.1f}  mean {statistics.fmean(latencies):.1f}")

@@ -21,9 +21,10 @@ ones.
   `import_profile` and `update_variant` answer False and the caller writes as before, one request each.
 
 A queue is flushed when it is full, when its oldest write waited `event.batch.maxWaitMs`, when every delivery in
-flight is waiting on a batch (nobody else will join), or when the earliest time budget in it comes close; and only
-when its `Pacer` allows a request. A delivery waits at most until shortly before its own time budget ends, then
-fails transiently (503), so a batch never holds a delivery past `event.timeBudgetSeconds`.
+flight is waiting on a batch (nobody else will join: at once while the operation's quota is untouched or
+Klaviyo states no limit for it, else not more often than `maxWaitMs`), or when the earliest time budget in it
+comes close; and only when its `Pacer` allows a request. A delivery waits at most until shortly before its own
+time budget ends, then fails transiently (503), so a batch never holds a delivery past `event.timeBudgetSeconds`.
 """
 
 from __future__ import annotations
@@ -75,7 +76,11 @@ class Pacer:
     """When one more request of a Klaviyo operation may go: a token bucket that never spends more than
     `per_minute` in any minute (`capacity` at once, refilled with the rest over the minute) nor more than the
     operation's per-second limit in a second; `RateLimit-*` headers lower the tokens to what the
-    account has left (other instances spend it too), and a 429's Retry-After stops requests until then."""
+    account has left (other instances spend it too), and a 429's Retry-After stops requests until then.
+
+    Pacing starts once Klaviyo has shown that it limits the operation: every answer of Klaviyo's but a 429 carries
+    `RateLimit-*` headers, so that is its first answer (a queue sends one request at a time); a 429 arms it too.
+    A server that states no limits (a stand-in, a proxy that strips them) is not paced."""
 
     def __init__(self, limit: Limit, capacity: int, per_minute: int, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -89,6 +94,7 @@ class Pacer:
         self._updated = clock()
         self._second, self._in_second = math.floor(self._updated), 0
         self._blocked_until = 0.0
+        self.armed = False  # Klaviyo has stated limits for this operation
         self._lock = threading.Lock()
 
     def _refill(self, now: float) -> None:
@@ -103,25 +109,30 @@ class Pacer:
             now = self._clock()
             self._refill(now)
             waits = [self._blocked_until - now]
-            if self._tokens < 1:
+            if self.armed and self._tokens < 1:
                 waits.append((1 - self._tokens) / self._rate)
-            if self._in_second >= self.limit.burst:
+            if self.armed and self._in_second >= self.limit.burst:
                 waits.append(self._second + 1 - now)
             return max(0.0, *waits)
 
     def spend(self) -> None:
         with self._lock:
             self._refill(self._clock())
-            self._tokens -= 1
+            if self.armed:
+                self._tokens -= 1
             self._in_second += 1
 
     def untouched(self) -> bool:
         """No request spent recently: the quota is as good as full."""
+        return self._left(self.capacity - 1)
+
+    def _left(self, tokens: float) -> bool:
         with self._lock:
             self._refill(self._clock())
-            return self._tokens >= self.capacity - 1
+            return not self.armed or self._tokens >= tokens
 
     def observe(self, limit: int, remaining: int, reset: float) -> None:
+        self.armed = True
         if limit <= self.limit.burst:  # a burst window's count: the per-second limit covers it
             return
         with self._lock:
@@ -132,6 +143,7 @@ class Pacer:
                 self._blocked_until = max(self._blocked_until, now + reset)
 
     def block(self, seconds: float) -> None:
+        self.armed = True
         with self._lock:
             now = self._clock()
             self._blocked_until = max(self._blocked_until, now + seconds)
@@ -181,9 +193,8 @@ class _Queue:
             return "full", 0.0
         if now >= due:
             return ("waited" if now >= waited else "budget"), 0.0
-        if b.waiting >= b.in_flight:  # nobody else will join: flush, though not more often than `interval`
-            since = now - self.last_flush
-            if since >= self.interval:
+        if b.waiting >= b.in_flight:  # nobody else will join: flush; with little quota, not more often than `interval`
+            if now - self.last_flush >= self.interval or self.pacer.untouched():
                 return "all-waiting", 0.0
             return None, min(due, self.last_flush + self.interval) - now
         return None, due - now

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from shared.batching import Batcher
+from shared.batching import Batcher, Pacer
 from shared.commercetools import Commercetools
 from shared.config import Settings
 from shared.deadline import time_budget
@@ -27,6 +27,7 @@ from shared.logs import message_context
 from shared.pending_jobs import CONTAINER as PENDING
 from shared.processors.orders import fetch_products
 from shared.product_cache import ProductCache
+from shared.ratelimit import Limit
 from tests.builders import message, pubsub
 from tests.fakes.commercetools import FakeCommercetools
 from tests.fakes.klaviyo import FakeKlaviyo
@@ -257,6 +258,65 @@ def test_flushes_are_counted_by_why_they_went_all_waiting_when_nobody_else_can_j
     assert [len(r) for r in bulk_requests(klaviyo)] == [4, 1]
     assert flushes("events", "waited") - before["waited"] == 1
     assert flushes("events", "all-waiting") - before["all-waiting"] == 1
+
+
+def two_deliveries(batcher: Batcher, first: int, budget: float) -> list[Any]:
+    return run_deliveries(batcher, [lambda: batcher.send_events([event(first)]),
+                                    lambda: batcher.send_events([event(first + 1)])], budget=budget)
+
+
+def test_while_klaviyo_states_no_limit_every_delivery_waiting_is_flushed_at_once(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo) -> None:
+    client, ct = clients
+    before = {reason: flushes("events", reason) for reason in ("all-waiting", "budget")}
+    batcher = Batcher(client, ct, max_wait=5.0)
+    # With one all-waiting flush per max_wait (5 s), the later rounds would wait until their 3-second budget
+    # comes close and go as "budget" flushes.
+    results = [two_deliveries(batcher, 10 * n, budget=3.0) for n in range(4)]
+    batcher.close()
+    assert results == [[True, True]] * 4
+    assert [len(r) for r in bulk_requests(klaviyo)] == [2, 2, 2, 2]
+    assert flushes("events", "all-waiting") - before["all-waiting"] == 4
+    assert flushes("events", "budget") - before["budget"] == 0
+    assert not batcher.pacers["events-bulk"].armed  # the stand-in sent no RateLimit-* headers
+
+
+def test_once_klaviyo_states_its_limits_all_waiting_flushes_are_spaced_by_max_wait_when_the_quota_is_in_use(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo) -> None:
+    klaviyo.enforce_rate_limits = True  # answers carry RateLimit-* headers, as Klaviyo's do
+    client, ct = clients
+    batcher = Batcher(client, ct, max_wait=1.0)
+    pacer = batcher.pacers["events-bulk"]
+    took = []
+    for n in range(4):
+        began = time.monotonic()
+        assert two_deliveries(batcher, 10 * n, budget=8.0) == [True, True]
+        took.append(time.monotonic() - began)
+    batcher.close()
+    assert pacer.armed
+    assert [len(r) for r in bulk_requests(klaviyo)] == [2, 2, 2, 2]
+    # The first answer armed the pacer with its full quota; two more flushes went at once while the quota was
+    # untouched (at most one token spent); the fourth waited max_wait after the third.
+    assert took[3] >= 0.8
+    assert klaviyo.throttled == 0
+
+
+def test_a_pacer_paces_an_operation_only_once_klaviyo_stated_limits_for_it() -> None:
+    now = [1000.0]
+    pacer = Pacer(Limit(10, 150), 120, 150, clock=lambda: now[0])
+    for _ in range(30):  # no limit stated: nothing held back, whatever was spent
+        assert pacer.delay() == 0.0 and pacer.untouched()
+        pacer.spend()
+    pacer.observe(150, 2, 40)  # the steady window: 2 requests left in it
+    assert pacer.armed and not pacer.untouched()
+    now[0] += 1.0
+    for _ in range(2):
+        assert pacer.delay() == 0.0
+        pacer.spend()
+    assert pacer.delay() > 0.0  # the account's quota is spent
+    other = Pacer(Limit(10, 150), 120, 150, clock=lambda: now[0])
+    other.block(5)  # a 429 with Retry-After: 5
+    assert other.armed and other.delay() == 5.0
 
 
 def test_a_profile_the_import_job_fails_on_is_written_alone_and_dead_lettered_if_that_fails(

@@ -706,9 +706,10 @@ class FakeKlaviyo:
                                  f"{'s' if retry != 1 else ''}.", headers={"Retry-After": str(retry)})
         for _limit, length, index, count, _reset in windows:
             self._windows[(key, length)] = (index, count + 1)
-        # The window with the fewest requests left; on a tie the longer one, the steady window that Klaviyo's
-        # headers always describe (a client keeping to it needs to learn where it ends).
-        limit, _length, _index, count, reset = min(windows, key=lambda w: (w[0] - w[3] - 1, -w[1]))
+        # Klaviyo's headers describe the steady (longest) window, whatever the burst window's state: "All
+        # non-rate-limited responses will contain the following HTTP response headers that indicate the state
+        # of the steady rate limit window".
+        limit, _length, _index, count, reset = max(windows, key=lambda w: w[1])
         return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(limit - count - 1),
                 "RateLimit-Reset": str(max(1, ceil(reset)))}
 
