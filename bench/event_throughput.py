@@ -39,8 +39,8 @@ compare two commits on one machine in one session.
 
 --floor: what the rig costs without the connector: the same deliveries and load against an app that answers 204
 and does nothing else (uvicorn, starlette, one thread-pool hop), and the CPU of one outgoing httpx request (the
-connector's clients use httpx). Deliveries/s of the connector cannot exceed 2 cores ÷ (stand-ins + load + this app + the connector's
-requests × one request's CPU) per delivery.
+connector's clients use httpx). On this rig the connector's deliveries/s cannot exceed the cores ÷ (stand-ins +
+load + this app + the connector's requests × one request's CPU) per delivery, before any work of its own.
 """
 
 from __future__ import annotations
