@@ -306,38 +306,55 @@ class Batcher:
         return self._submit(self.profiles, [attributes], event_size(attributes), single, replay,
                             "CustomerResourceUpdated")
 
-    def update_variant(self, data: dict[str, Any], single: Callable[[], Any], replay: dict[str, Any]) -> bool:
+    def update_variant(self, data: dict[str, Any], single: Callable[[], Any], replay: dict[str, Any],
+                       processor: str = "InventoryResourceUpdated") -> bool:
         """Update this catalog variant (`data`: a catalog-variant update) in a shared catalog variant bulk update
         job and wait for its 202; False under light load. `single` writes it alone, should the job fail on it;
         `replay` is the notification a dead letter keeps."""
-        return self._submit(self.variants, [data], event_size(data), single, replay, "InventoryResourceUpdated")
+        return self.update_variants([(data, single)], replay, processor)
+
+    def update_variants(self, updates: list[tuple[dict[str, Any], Callable[[], Any]]], replay: dict[str, Any],
+                        processor: str) -> bool:
+        """`update_variant` for several variants of one delivery (a product's), waited for together."""
+        return self._submit_all(self.variants, [([data], event_size(data), single) for data, single in updates],
+                                replay, processor)
 
     def _light(self, queue: _Queue) -> bool:
         return self.in_flight <= 1 and not queue.pending and queue.pacer.untouched()
 
     def _submit(self, queue: _Queue, items: list[Any], size: int, single: Callable[[], Any] | None = None,
                 replay: dict[str, Any] | None = None, processor: str = "") -> bool:
+        return self._submit_all(queue, [(items, size, single)], replay, processor)
+
+    def _submit_all(self, queue: _Queue, writes: list[tuple[list[Any], int, Callable[[], Any] | None]],
+                    replay: dict[str, Any] | None, processor: str) -> bool:
+        """Queue one delivery's writes (each: its items, their size, its single way) and wait until every one
+        was accepted; the first error of one is raised."""
         left = deadline.remaining()
         now = time.monotonic()
-        entry = _Entry(items, size, now + (left if math.isfinite(left) else 60.0), current_message_id(), single,
-                       replay, processor)
+        end = now + (left if math.isfinite(left) else 60.0)
+        message_id = current_message_id()
+        entries = [_Entry(items, size, end, message_id, single, replay, processor) for items, size, single in writes]
         with self.cond:
             if self.closed or self._light(queue):
                 return False
-            queue.pending.append(entry)
+            queue.pending.extend(entries)
             self.waiting += 1
             self.cond.notify_all()
         try:
-            if not entry.done.wait(max(0.0, entry.deadline - ANSWER_MARGIN - time.monotonic())):
-                with self.cond:
-                    entry.abandoned = True
-                raise TransientError(f"Klaviyo {queue.name} batch not sent within the time budget")
+            for entry in entries:
+                if not entry.done.wait(max(0.0, entry.deadline - ANSWER_MARGIN - time.monotonic())):
+                    with self.cond:
+                        for other in entries:
+                            other.abandoned = other.abandoned or not other.done.is_set()
+                    raise TransientError(f"Klaviyo {queue.name} batch not sent within the time budget")
         finally:
             with self.cond:
                 self.waiting -= 1
                 self.cond.notify_all()
-        if entry.error is not None:
-            raise entry.error
+        for entry in entries:
+            if entry.error is not None:
+                raise entry.error
         return True
 
     def close(self, timeout: float = 10.0) -> None:

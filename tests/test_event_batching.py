@@ -4,10 +4,12 @@ within its time budget)."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,12 +19,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from demo import sample
 from shared.batching import Batcher, Pacer
 from shared.commercetools import Commercetools
 from shared.config import Settings
 from shared.deadline import time_budget
 from shared.errors import ApiError, TransientError
-from shared.klaviyo import Klaviyo
+from shared.klaviyo import Klaviyo, catalog_id
 from shared.logs import message_context
 from shared.pending_jobs import CONTAINER as PENDING
 from shared.processors.orders import fetch_products
@@ -151,6 +154,49 @@ def test_concurrent_stock_updates_share_catalog_variant_update_jobs_and_a_varian
     alone = [r.path.rsplit(":::", 1)[-1] for r in klaviyo.calls("PATCH", r"/api/catalog-variants/.*")]
     assert len([sku for sku in alone if sku in published]) <= 1
     assert {e["sku"] for e in entries} - published <= set(alone)
+
+
+def product_copies(ct: FakeCommercetools, n: int) -> list[dict[str, Any]]:
+    """`n` more published products like the sample's first (3 variants), each with SKUs of its own."""
+    copies = []
+    for index in range(n):
+        product = copy.deepcopy(sample.products()[0])
+        product.update(id=str(uuid.UUID(int=index + 1)), key=f"copy-{index}")
+        current = product["masterData"]["current"]
+        for variant in [current["masterVariant"], *current["variants"]]:
+            variant["sku"] = f"{variant['sku']}-C{index}"
+            variant["key"] = f"{variant.get('key') or 'v'}-c{index}"
+        ct.add("products", product)
+        copies.append(product)
+    return copies
+
+
+def test_concurrent_product_publications_share_catalog_variant_update_jobs(
+        configure: Callable[..., Settings], ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
+    seed(ct)
+    products = product_copies(ct, 8)
+    with serve(configure(BATCHED)) as url:
+        first = post_each(url, [pubsub(product_published(p["id"], p["version"]), f"p-{i}")
+                                for i, p in enumerate(products)])
+        assert [a.status_code for a in first] == [204] * len(products)  # items and variants created
+        created = len(klaviyo.calls("POST", "/api/catalog-variants"))
+        for product in products:  # a sale starts: every price changes
+            product["version"] += 1
+            current = product["masterData"]["current"]
+            for variant in [current["masterVariant"], *current["variants"]]:
+                variant["prices"][0]["value"]["centAmount"] -= 1000
+        answers = post_each(url, [pubsub(product_published(p["id"], p["version"]), f"q-{i}")
+                                  for i, p in enumerate(products)])
+    assert [a.status_code for a in answers] == [204] * len(products)
+    jobs = [r for r in klaviyo.calls("POST", "/api/catalog-variant-bulk-update-jobs") if r.status == 202]
+    assert any(len(r.body["data"]["attributes"]["variants"]["data"]) >= 6 for r in jobs)  # two products or more
+    for product in products:
+        current = product["masterData"]["current"]
+        for variant in [current["masterVariant"], *current["variants"]]:
+            stored = klaviyo.variants[catalog_id(variant["sku"])]["attributes"]
+            assert stored["price"] == variant["prices"][0]["value"]["centAmount"] / 100
+    assert len(klaviyo.calls("POST", "/api/catalog-variants")) == created  # known SKUs were not created again
+    assert dead_letters(ct) == {}
 
 
 # --- the batcher on its own (its deliveries counted in flight as the app does) --------------------------------

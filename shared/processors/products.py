@@ -4,7 +4,8 @@ ProductPublished: re-read the product and sync its *current* data, item first, t
 all writes at once, so variant creates failed while their new item did not exist yet):
   1. upsert the item (PATCH, POST when Klaviyo answers 404);
   2. list the item's Klaviyo variants (every page);
-  3. delete the variants whose SKU is gone, then upsert the others (POST for new SKUs, PATCH for known ones).
+  3. delete the variants whose SKU is gone, then update the known ones (PATCH; under load the event app's batcher
+     sends them in a shared catalog variant bulk update job), then create the new ones (POST).
 Variant writes (deletes plus upserts) are single calls while there are at most `REALTIME_VARIANT_WRITES` of them;
 beyond that they go as bulk jobs (delete, update, create; 100 per job), so one delivery stays within its time
 budget and Klaviyo's catalog rate limit (a product with 100 variants would otherwise need 100+ sequential calls,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, quote, urlparse
 
@@ -116,9 +118,11 @@ def settle(notification: Notification, context: Context, jobs: list[str], what: 
 # --- sync -----------------------------------------------------------------------------------------------------
 
 
-def sync_product(product: dict[str, Any], context: Context, now: datetime | None = None) -> list[str]:
+def sync_product(product: dict[str, Any], context: Context, now: datetime | None = None,
+                 replay: dict[str, Any] | None = None) -> list[str]:
     """Item upsert, then deletes of gone variants, then variant upserts (see the module docstring); the bulk jobs
-    sent, if any, for the caller to await."""
+    sent, if any, for the caller to await. With `replay` (the delivery's notification, kept by a dead letter),
+    the updates of variants Klaviyo has go through the event app's batcher under load."""
     now = now or datetime.now(UTC)
     settings, klaviyo, product_id = context.settings, context.klaviyo, product["id"]
     with_sku, without_sku = split_variants(product)
@@ -132,9 +136,23 @@ def sync_product(product: dict[str, Any], context: Context, now: datetime | None
         return _variant_jobs(product, wanted, existing, gone, settings, klaviyo, now)
     for sku in gone:
         klaviyo.delete_catalog("variant", sku)
+    # Known SKUs are updated (PATCH; under load, one shared catalog variant bulk update job through the event
+    # app's batcher, a variant the job fails on written alone), then new SKUs created (POST).
+    updates = []
     for sku, variant in wanted.items():
-        klaviyo.upsert_catalog("variant", variant_create(product, variant, settings, now),
-                               variant_update(product, variant, settings, now), create_first=sku not in existing)
+        if sku in existing:
+            update = variant_update(product, variant, settings, now)
+            single = partial(klaviyo.upsert_catalog, "variant", variant_create(product, variant, settings, now),
+                             update, create_first=False)
+            updates.append((update, single))
+    batcher = context.batcher if replay is not None else None
+    if updates and not (batcher and batcher.update_variants(updates, replay or {}, "ProductPublished")):
+        for _, single in updates:
+            single()
+    for sku, variant in wanted.items():
+        if sku not in existing:
+            klaviyo.upsert_catalog("variant", variant_create(product, variant, settings, now),
+                                   variant_update(product, variant, settings, now), create_first=True)
     return []
 
 
@@ -177,7 +195,7 @@ def _published(notification: Notification, context: Context) -> str | None:
     reason = guard.stale_reason(RESOURCE, product_id, product.get("version"))
     if reason:
         return reason
-    jobs = sync_product(product, context)
+    jobs = sync_product(product, context, replay=notification.payload)
     settle(notification, context, jobs, f"variant writes of product {product_id}", "ProductPublished")
     guard.applied(RESOURCE, product_id, product.get("version"))
     return None
