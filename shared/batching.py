@@ -164,6 +164,17 @@ class _Entry:
     done: threading.Event = field(default_factory=threading.Event)
     error: ConnectorError | None = None
     abandoned: bool = False
+    version: int | None = None  # of the resource the write comes from: which of two writes is newer
+
+
+@dataclass
+class _Open:
+    """A catalog variant with bulk jobs open: Klaviyo runs jobs in no documented order, so when two of them were
+    open at once the newest write is sent once more after the last one settled (see `Batcher._variant_settled`)."""
+
+    jobs: int = 0
+    overlapped: bool = False
+    newest: _Entry | None = None
 
 
 Send = Callable[[list[_Entry]], None]
@@ -272,6 +283,7 @@ class Batcher:
                                self._send_profiles, 2 * max_wait)
         self.variants = _Queue(self, "variants", self.pacers["catalog-bulk"], MAX_CATALOG, self._send_variants,
                                max_wait)
+        self._open: dict[str, _Open] = {}  # catalog variants with bulk jobs open, by variant id
         self.watcher = _JobWatcher(self)
         client = getattr(getattr(klaviyo, "_http", None), "_client", None)
         if isinstance(client, httpx.Client):
@@ -307,17 +319,17 @@ class Batcher:
                             "CustomerResourceUpdated")
 
     def update_variant(self, data: dict[str, Any], single: Callable[[], Any], replay: dict[str, Any],
-                       processor: str = "InventoryResourceUpdated") -> bool:
+                       processor: str = "InventoryResourceUpdated", version: int | None = None) -> bool:
         """Update this catalog variant (`data`: a catalog-variant update) in a shared catalog variant bulk update
         job and wait for its 202; False under light load. `single` writes it alone, should the job fail on it;
-        `replay` is the notification a dead letter keeps."""
-        return self.update_variants([(data, single)], replay, processor)
+        `replay` is the notification a dead letter keeps; `version` that of the resource `data` comes from."""
+        return self.update_variants([(data, single)], replay, processor, version)
 
     def update_variants(self, updates: list[tuple[dict[str, Any], Callable[[], Any]]], replay: dict[str, Any],
-                        processor: str) -> bool:
+                        processor: str, version: int | None = None) -> bool:
         """`update_variant` for several variants of one delivery (a product's), waited for together."""
         return self._submit_all(self.variants, [([data], event_size(data), single) for data, single in updates],
-                                replay, processor)
+                                replay, processor, version)
 
     def _light(self, queue: _Queue) -> bool:
         return self.in_flight <= 1 and not queue.pending and queue.pacer.untouched()
@@ -327,14 +339,15 @@ class Batcher:
         return self._submit_all(queue, [(items, size, single)], replay, processor)
 
     def _submit_all(self, queue: _Queue, writes: list[tuple[list[Any], int, Callable[[], Any] | None]],
-                    replay: dict[str, Any] | None, processor: str) -> bool:
+                    replay: dict[str, Any] | None, processor: str, version: int | None = None) -> bool:
         """Queue one delivery's writes (each: its items, their size, its single way) and wait until every one
         was accepted; the first error of one is raised."""
         left = deadline.remaining()
         now = time.monotonic()
         end = now + (left if math.isfinite(left) else 60.0)
         message_id = current_message_id()
-        entries = [_Entry(items, size, end, message_id, single, replay, processor) for items, size, single in writes]
+        entries = [_Entry(items, size, end, message_id, single, replay, processor, version=version)
+                   for items, size, single in writes]
         with self.cond:
             if self.closed or self._light(queue):
                 return False
@@ -454,7 +467,54 @@ class Batcher:
         deliveries = [{"messageId": _dead_letter_id(e), "notification": e.replay, "processors": [e.processor]}
                       for e in batch]
         key = pending_jobs.remember_batch(self.commercetools, f"{job_type}:{job_id}", deliveries, f"{kind} bulk job")
+        if kind == "variants":
+            self._variants_opened(batch)
         self.watcher.add(job_id, batch, kind, key)
+
+    def _variants_opened(self, entries: list[_Entry]) -> None:
+        with self.cond:
+            for entry in entries:
+                opened = self._open.setdefault(entry.items[0]["id"], _Open())
+                opened.jobs += 1
+                opened.overlapped = opened.overlapped or opened.jobs > 1
+                if opened.newest is None or _newer(entry, opened.newest):
+                    opened.newest = entry
+
+    def _variants_settled(self, entries: list[_Entry]) -> None:
+        """A variant job's writes are all in Klaviyo (or dead letters). For a variant whose last open job this was,
+        and that had two jobs open at once (Klaviyo may have run the older last), the newest write goes once more
+        in a next job, with no delivery waiting on it (a failure there is handled as any job write's)."""
+        again = []
+        with self.cond:
+            for entry in entries:
+                variant_id = entry.items[0]["id"]
+                opened = self._open.get(variant_id)
+                if opened is None:
+                    continue
+                opened.jobs -= 1
+                if opened.jobs > 0:
+                    continue
+                del self._open[variant_id]
+                if opened.overlapped and opened.newest is not None and not self.closed:
+                    newest = opened.newest
+                    again.append(_Entry(newest.items, newest.size, time.monotonic() + JOB_CHECK_BUDGET,
+                                        newest.message_id, newest.single, newest.replay, newest.processor,
+                                        version=newest.version))
+            if again:
+                log.info("variants had two bulk jobs open at once; writing their newest data once more",
+                         extra={"variants": len(again)})
+                self.variants.pending.extend(again)
+                self.cond.notify_all()
+
+
+def _newer(entry: _Entry, than: _Entry) -> bool:
+    """Whether `entry`'s write is newer than `than`'s: by their resource's versions when both come from one kind of
+    resource (a stock update, a product) with versions, else by the order they were queued in (as single writes:
+    the last wins)."""
+    if entry.processor == than.processor and entry.version is not None and than.version is not None \
+            and entry.version != than.version:
+        return entry.version > than.version
+    return entry.queued_at >= than.queued_at
 
 
 def _dead_letter_id(entry: _Entry) -> str:
@@ -592,6 +652,8 @@ class _JobWatcher:
     def _forget(self, job: _Job) -> None:
         """Every write of the job is in Klaviyo or a dead letter: its record is no longer needed. Should this fail,
         the scheduled run finds the job done and forgets it then."""
+        if job.kind == "variants":
+            self.batcher._variants_settled(job.entries)
         try:
             pending_jobs.forget(self.batcher.commercetools, job.key)
         except ConnectorError as exc:

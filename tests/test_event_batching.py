@@ -365,6 +365,63 @@ def test_a_pacer_paces_an_operation_only_once_klaviyo_stated_limits_for_it() -> 
     assert other.armed and other.delay() == 5.0
 
 
+def new_stock(client: Klaviyo, batcher: Batcher, sku: str, quantity: int, version: int) -> Callable[[], bool]:
+    data = {"type": "catalog-variant", "id": catalog_id(sku), "attributes": {"inventory_quantity": quantity}}
+    replay = {"notificationType": "ResourceUpdated", "resource": {"typeId": "inventory-entry", "id": sku}}
+
+    def single() -> None:
+        client.request("PATCH", f"/api/catalog-variants/{catalog_id(sku)}", body={"data": data})
+
+    return lambda: batcher.update_variant(data, single, replay, version=version)
+
+
+def test_stock_sent_in_two_jobs_that_klaviyo_runs_newest_first_ends_with_the_newest_stock(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
+    client, ct_client = clients
+    for sku in ("HOT-1", "COLD-1"):
+        klaviyo.variants[catalog_id(sku)] = {"attributes": {"external_id": sku, "inventory_quantity": 9},
+                                             "relationships": {}}
+    klaviyo.hold_catalog_jobs = True  # jobs run only when the test says, and here newest first
+    batcher = Batcher(client, ct_client, max_wait=0.2)
+    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 5, 2),
+                                    new_stock(client, batcher, "COLD-1", 7, 2)]) == [True, True]
+    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 4, 3),
+                                    lambda: batcher.send_events([event(1)])]) == [True, True]
+    assert klaviyo.run_catalog_jobs(newest_first=True) == 2
+    assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 5  # the older ran last
+    end = time.monotonic() + 15
+    while klaviyo.held_catalog_jobs() == 0 and time.monotonic() < end:  # the watcher checks both jobs...
+        time.sleep(0.05)
+    assert klaviyo.run_catalog_jobs() == 1  # ...and sends the newest stock of HOT-1 once more, alone
+    batcher.close()
+    assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 4
+    assert klaviyo.variants[catalog_id("COLD-1")]["attributes"]["inventory_quantity"] == 7
+    again = klaviyo.calls("POST", "/api/catalog-variant-bulk-update-jobs")[-1].body
+    assert [v["id"] for v in again["data"]["attributes"]["variants"]["data"]] == [catalog_id("HOT-1")]
+    assert batcher.watcher.pending() == 0
+
+
+def test_of_two_overlapping_stock_jobs_the_higher_inventory_version_is_sent_again_whatever_the_queue_order(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
+    client, ct_client = clients
+    klaviyo.variants[catalog_id("HOT-1")] = {"attributes": {"external_id": "HOT-1"}, "relationships": {}}
+    klaviyo.hold_catalog_jobs = True
+    batcher = Batcher(client, ct_client, max_wait=0.2)
+    # Two deliveries read the entry at versions 3 then 2 and queued in the other order (a slow read, say).
+    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 4, 3),
+                                    lambda: batcher.send_events([event(1)])]) == [True, True]
+    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 5, 2),
+                                    lambda: batcher.send_events([event(2)])]) == [True, True]
+    assert klaviyo.run_catalog_jobs() == 2  # in the order sent: version 2 lands last
+    assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 5
+    end = time.monotonic() + 15
+    while klaviyo.held_catalog_jobs() == 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert klaviyo.run_catalog_jobs() == 1
+    batcher.close()
+    assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 4  # version 3's
+
+
 def test_a_profile_the_import_job_fails_on_is_written_alone_and_dead_lettered_if_that_fails(
         clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
     client, ct_client = clients

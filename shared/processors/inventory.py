@@ -66,7 +66,8 @@ def _updated(notification: Notification, context: Context) -> str | None:
 
     # Under load, the event app's batcher sends the update in a shared catalog variant bulk update job; a variant
     # the job fails on is written again with `one_request` (a variant Klaviyo does not have is then skipped).
-    if context.batcher is None or not context.batcher.update_variant(data, one_request, notification.payload):
+    if context.batcher is None or not context.batcher.update_variant(data, one_request, notification.payload,
+                                                                     version=entry.get("version")):
         reason = one_request()
         if reason:
             return reason

@@ -146,7 +146,8 @@ def sync_product(product: dict[str, Any], context: Context, now: datetime | None
                              update, create_first=False)
             updates.append((update, single))
     batcher = context.batcher if replay is not None else None
-    if updates and not (batcher and batcher.update_variants(updates, replay or {}, "ProductPublished")):
+    if updates and not (batcher and batcher.update_variants(updates, replay or {}, "ProductPublished",
+                                                            product.get("version"))):
         for _, single in updates:
             single()
     for sku, variant in wanted.items():

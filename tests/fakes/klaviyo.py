@@ -379,6 +379,9 @@ class FakeKlaviyo:
         self.subscription_requests_until_processed = 0
         self.event_jobs: list[list[dict[str, Any]]] = []  # the profiles of accepted events bulk jobs not processed
         self.job_polls_until_complete = 0
+        # Klaviyo runs catalog bulk jobs on its own schedule, in no documented order: when True, a job's writes
+        # wait (the job stays "processing") until `run_catalog_jobs`, which may run them newest first.
+        self.hold_catalog_jobs = False
         self.enforce_rate_limits = False
         self.throttled = 0
         self.keep_payloads = keep_payloads
@@ -1364,6 +1367,17 @@ class FakeKlaviyo:
         if len(elements) > 100:
             raise _invalid(f"{len(elements)} {plural}, more than the allowed 100 per job.",
                            f"/data/attributes/{plural}/data")
+        if self.hold_catalog_jobs:
+            job = self._new_job(new_id(), f"catalog-{kind}-bulk-{action}-job", len(elements), 0, [])
+            job.update(held=(kind, action, elements), polls_left=1 << 30)  # processing until run
+        else:
+            errors = self._catalog_writes(kind, action, elements)
+            job = self._new_job(new_id(), f"catalog-{kind}-bulk-{action}-job", len(elements), len(errors), errors)
+        return 202, self._job_document(ctx, job, f"/api/catalog-{kind}-bulk-{action}-jobs", poll=False)
+
+    def _catalog_writes(self, kind: str, action: str, elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply a catalog bulk job's writes; the job's errors."""
+        plural = _PLURAL[kind]
         errors: list[dict[str, Any]] = []
         for i, element in enumerate(elements):
             pointer = f"/data/attributes/{plural}/data/{i}"
@@ -1377,8 +1391,21 @@ class FakeKlaviyo:
             except _Fail as fail:
                 error = fail.errors[0]
                 errors.append({k: error[k] for k in ("id", "code", "title", "detail", "source")})
-        job = self._new_job(new_id(), f"catalog-{kind}-bulk-{action}-job", len(elements), len(errors), errors)
-        return 202, self._job_document(ctx, job, f"/api/catalog-{kind}-bulk-{action}-jobs", poll=False)
+        return errors
+
+    def run_catalog_jobs(self, *, newest_first: bool = False) -> int:
+        """Run the catalog bulk jobs held so far (`hold_catalog_jobs`), oldest or newest first; how many ran."""
+        with self._lock:
+            held = [job for job in self.jobs.values() if "held" in job]  # in creation order
+            for job in reversed(held) if newest_first else held:
+                errors = self._catalog_writes(*job.pop("held"))
+                job.update(failed_count=len(errors), completed_count=job["total_count"] - len(errors),
+                           errors=errors, polls_left=0)
+            return len(held)
+
+    def held_catalog_jobs(self) -> int:
+        with self._lock:
+            return sum(1 for job in self.jobs.values() if "held" in job)
 
     def _get_catalog_job(self, ctx: _Ctx, job_type: str, job_id: str) -> _Reply:
         job = self.jobs.get(job_id)
