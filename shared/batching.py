@@ -170,7 +170,7 @@ class _Entry:
 @dataclass
 class _Open:
     """A catalog variant with bulk jobs open: Klaviyo runs jobs in no documented order, so when two of them were
-    open at once the newest write is sent once more after the last one settled (see `Batcher._variant_settled`)."""
+    open at once the newest write is sent once more after the last one settled (see `Batcher._variants_settled`)."""
 
     jobs: int = 0
     overlapped: bool = False
@@ -497,9 +497,10 @@ class Batcher:
                 del self._open[variant_id]
                 if opened.overlapped and opened.newest is not None and not self.closed:
                     newest = opened.newest
+                    # Its original queue time: it is no newer than what was queued after it.
                     again.append(_Entry(newest.items, newest.size, time.monotonic() + JOB_CHECK_BUDGET,
                                         newest.message_id, newest.single, newest.replay, newest.processor,
-                                        version=newest.version))
+                                        queued_at=newest.queued_at, version=newest.version))
             if again:
                 log.info("variants had two bulk jobs open at once; writing their newest data once more",
                          extra={"variants": len(again)})
