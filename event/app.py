@@ -60,6 +60,15 @@ def _response(answer: Answer) -> Response:
     return JSONResponse(answer.body(), status_code=answer.status, headers=headers)
 
 
+def _handle_counted(body: bytes, context: Context) -> Answer:
+    """`handle_delivery` in a worker thread, counted in flight by the batcher from there: a delivery still
+    waiting for a thread cannot join a batch, so it must not hold back an "all waiting" flush."""
+    if context.batcher is None:
+        return handle_delivery(body, context)
+    with context.batcher.delivery():
+        return handle_delivery(body, context)
+
+
 def event_routes(context: Context) -> list[Route]:
     async def deliver(request: Request) -> Response:
         try:
@@ -70,11 +79,8 @@ def event_routes(context: Context) -> list[Route]:
             found = _MESSAGE_ID.search(head)
             message_id = found.group(1).decode() if found else None
             answer = await run_in_threadpool(handle_oversized, size, message_id, head, MAX_BODY_BYTES, context)
-        elif context.batcher is None:
-            answer = await run_in_threadpool(handle_delivery, body, context)
         else:
-            with context.batcher.delivery():
-                answer = await run_in_threadpool(handle_delivery, body, context)
+            answer = await run_in_threadpool(_handle_counted, body, context)
         return _response(answer)
 
     return [Route("/", deliver, methods=["POST"])]

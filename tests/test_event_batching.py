@@ -65,8 +65,9 @@ def bulk_requests(klaviyo: FakeKlaviyo) -> list[list[tuple[str, str | None]]]:
 
 
 def post_each(url: str, deliveries: list[dict[str, Any]], after: Callable[[int, httpx.Response], None] | None = None,
-              ) -> list[httpx.Response]:
-    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(32) as pool:
+              in_flight: int = 32) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=in_flight)
+    with httpx.Client(base_url=url, timeout=30, limits=limits) as client, ThreadPoolExecutor(in_flight) as pool:
         def post(item: tuple[int, dict[str, Any]]) -> httpx.Response:
             response = client.post("/", json=item[1])
             if after is not None:
@@ -95,6 +96,21 @@ def test_concurrent_deliveries_share_bulk_requests_and_each_is_answered_after_it
     shared = [r for r in bulk_requests(klaviyo) if len({u for m, u in r if m == "Placed Order"}) >= 2]
     assert shared, "no bulk request carried the events of two deliveries"
     assert len(klaviyo.calls("POST", BULK)) + len(klaviyo.calls("POST", "/api/events")) < 40 * 4
+
+
+def test_more_deliveries_in_flight_than_worker_threads_still_flush_when_every_handled_one_waits(
+        configure: Callable[..., Settings], ct: FakeCommercetools, klaviyo: FakeKlaviyo) -> None:
+    seed(ct)
+    batch = orders(60)  # more than the app's 40 worker threads: 20 wait for a thread, not for a batch
+    before = {reason: flushes("events", reason) for reason in ("all-waiting", "waited", "budget")}
+    with serve(configure({"event": {"batch": {"maxWaitMs": 1000}}})) as url:
+        answers = post_each(url, [pubsub(order_created(o), f"t-{i}") for i, o in enumerate(batch)], in_flight=60)
+    assert [a.status_code for a in answers] == [204] * 60
+    # Deliveries still waiting for a thread cannot join a batch: counting them as in flight held every flush
+    # until its oldest write had waited maxWaitMs.
+    assert flushes("events", "waited") - before["waited"] == 0
+    assert flushes("events", "budget") - before["budget"] == 0
+    assert flushes("events", "all-waiting") - before["all-waiting"] >= 1
 
 
 def test_a_batch_failing_transiently_answers_its_deliveries_503_and_they_succeed_when_delivered_again(
