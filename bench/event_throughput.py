@@ -90,7 +90,11 @@ KINDS = ("customer", "order", "product", "inventory")
 
 class _NoDelay:
     """Answers leave at once: stdlib handlers write the head and the body separately, and without TCP_NODELAY the
-    body waits for the client's delayed ACK (~40 ms on Linux), which would be measured as the connector's."""
+    body waits for the client's delayed ACK (~40 ms on Linux), which would be measured as the connector's. The
+    listen backlog is 128, not the stdlib's 5: a burst of new connections would otherwise lose SYNs, each
+    retried after a second and measured as a one-second answer."""
+
+    request_queue_size = 128
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()  # type: ignore[misc]
