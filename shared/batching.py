@@ -17,8 +17,9 @@ ones.
 - Stock updates (inventory messages) go into a `catalog-variant-bulk-update-job` (at most 100 variants), checked
   the same way: a variant the job failed on is written again alone (one Klaviyo does not have is then skipped,
   as without batching).
-- Under light load (no other delivery in flight, nothing queued, the bulk quota untouched) `send_events`,
-  `import_profile` and `update_variant` answer False and the caller writes as before, one request each.
+- Under light load (no other delivery in flight, nothing queued, the bulk quota untouched; for a variant, no bulk
+  job of it open) `send_events`, `import_profile` and `update_variant` answer False and the caller writes as
+  before, one request each.
 
 A queue is flushed when it is full, when its oldest write waited `event.batch.maxWaitMs`, when every delivery in
 flight is waiting on a batch (nobody else will join: at once while the operation's quota is untouched or
@@ -331,7 +332,11 @@ class Batcher:
         return self._submit_all(self.variants, [([data], event_size(data), single) for data, single in updates],
                                 replay, processor, version)
 
-    def _light(self, queue: _Queue) -> bool:
+    def _light(self, queue: _Queue, entries: list[_Entry]) -> bool:
+        """Light load: the writes may go alone. Never for a variant with a bulk job open: the job could land
+        after the single write, and its re-send (`_variants_settled`) would too."""
+        if queue is self.variants and any(e.items[0]["id"] in self._open for e in entries):
+            return False
         return self.in_flight <= 1 and not queue.pending and queue.pacer.untouched()
 
     def _submit(self, queue: _Queue, items: list[Any], size: int, single: Callable[[], Any] | None = None,
@@ -349,7 +354,7 @@ class Batcher:
         entries = [_Entry(items, size, end, message_id, single, replay, processor, version=version)
                    for items, size, single in writes]
         with self.cond:
-            if self.closed or self._light(queue):
+            if self.closed or self._light(queue, entries):
                 return False
             queue.pending.extend(entries)
             self.waiting += 1

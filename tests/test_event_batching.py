@@ -438,6 +438,28 @@ def test_of_two_overlapping_stock_jobs_the_higher_inventory_version_is_sent_agai
     assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 4  # version 3's
 
 
+def test_a_variant_with_bulk_jobs_open_is_not_written_alone_under_light_load(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
+    client, ct_client = clients
+    klaviyo.variants[catalog_id("HOT-1")] = {"attributes": {"external_id": "HOT-1"}, "relationships": {}}
+    klaviyo.hold_catalog_jobs = True
+    batcher = Batcher(client, ct_client, max_wait=0.2)
+    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 5, 2),
+                                    lambda: batcher.send_events([event(1)])]) == [True, True]
+    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 4, 3),
+                                    lambda: batcher.send_events([event(2)])]) == [True, True]
+    # The sale is over: one delivery in flight, which would go alone, at once, before the two jobs run.
+    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 3, 4)]) == [True]
+    assert klaviyo.calls("PATCH", r"/api/catalog-variants/.*") == []
+    assert klaviyo.run_catalog_jobs() == 3  # in the order sent
+    end = time.monotonic() + 15
+    while klaviyo.held_catalog_jobs() == 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert klaviyo.run_catalog_jobs() == 1
+    batcher.close()
+    assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 3  # version 4's
+
+
 def test_a_profile_the_import_job_fails_on_is_written_alone_and_dead_lettered_if_that_fails(
         clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
     client, ct_client = clients
