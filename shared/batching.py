@@ -124,13 +124,10 @@ class Pacer:
             self._in_second += 1
 
     def untouched(self) -> bool:
-        """No request spent recently: the quota is as good as full."""
-        return self._left(self.capacity - 1)
-
-    def _left(self, tokens: float) -> bool:
+        """No request spent recently (or no limit stated): the quota is as good as full."""
         with self._lock:
             self._refill(self._clock())
-            return not self.armed or self._tokens >= tokens
+            return not self.armed or self._tokens >= self.capacity - 1
 
     def observe(self, limit: int, remaining: int, reset: float) -> None:
         self.armed = True

@@ -118,11 +118,11 @@ def settle(notification: Notification, context: Context, jobs: list[str], what: 
 # --- sync -----------------------------------------------------------------------------------------------------
 
 
-def sync_product(product: dict[str, Any], context: Context, now: datetime | None = None,
-                 replay: dict[str, Any] | None = None) -> list[str]:
+def sync_product(product: dict[str, Any], context: Context, replay: dict[str, Any],
+                 now: datetime | None = None) -> list[str]:
     """Item upsert, then deletes of gone variants, then variant upserts (see the module docstring); the bulk jobs
-    sent, if any, for the caller to await. With `replay` (the delivery's notification, kept by a dead letter),
-    the updates of variants Klaviyo has go through the event app's batcher under load."""
+    sent, if any, for the caller to await. `replay`: the delivery's notification, which a dead letter of a
+    batched variant update keeps."""
     now = now or datetime.now(UTC)
     settings, klaviyo, product_id = context.settings, context.klaviyo, product["id"]
     with_sku, without_sku = split_variants(product)
@@ -145,8 +145,8 @@ def sync_product(product: dict[str, Any], context: Context, now: datetime | None
             single = partial(klaviyo.upsert_catalog, "variant", variant_create(product, variant, settings, now),
                              update, create_first=False)
             updates.append((update, single))
-    batcher = context.batcher if replay is not None else None
-    if updates and not (batcher and batcher.update_variants(updates, replay or {}, "ProductPublished",
+    batcher = context.batcher
+    if updates and not (batcher and batcher.update_variants(updates, replay, "ProductPublished",
                                                             product.get("version"))):
         for _, single in updates:
             single()
@@ -196,7 +196,7 @@ def _published(notification: Notification, context: Context) -> str | None:
     reason = guard.stale_reason(RESOURCE, product_id, product.get("version"))
     if reason:
         return reason
-    jobs = sync_product(product, context, replay=notification.payload)
+    jobs = sync_product(product, context, notification.payload)
     settle(notification, context, jobs, f"variant writes of product {product_id}", "ProductPublished")
     guard.applied(RESOURCE, product_id, product.get("version"))
     return None
