@@ -391,6 +391,17 @@ def new_stock(client: Klaviyo, batcher: Batcher, sku: str, quantity: int, versio
     return lambda: batcher.update_variant(data, single, replay, version=version)
 
 
+def run_resent(klaviyo: FakeKlaviyo, batcher: Batcher) -> int:
+    """Wait (15 s at most) until the batcher sends a job again once the held ones were checked, run what it sent,
+    close the batcher; how many jobs ran."""
+    end = time.monotonic() + 15
+    while klaviyo.held_catalog_jobs() == 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    ran = klaviyo.run_catalog_jobs()
+    batcher.close()
+    return ran
+
+
 def test_stock_sent_in_two_jobs_that_klaviyo_runs_newest_first_ends_with_the_newest_stock(
         clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
     client, ct_client = clients
@@ -405,11 +416,7 @@ def test_stock_sent_in_two_jobs_that_klaviyo_runs_newest_first_ends_with_the_new
                                     lambda: batcher.send_events([event(1)])]) == [True, True]
     assert klaviyo.run_catalog_jobs(newest_first=True) == 2
     assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 5  # the older ran last
-    end = time.monotonic() + 15
-    while klaviyo.held_catalog_jobs() == 0 and time.monotonic() < end:  # the watcher checks both jobs...
-        time.sleep(0.05)
-    assert klaviyo.run_catalog_jobs() == 1  # ...and sends the newest stock of HOT-1 once more, alone
-    batcher.close()
+    assert run_resent(klaviyo, batcher) == 1  # the watcher checks both jobs, sends HOT-1's newest stock again
     assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 4
     assert klaviyo.variants[catalog_id("COLD-1")]["attributes"]["inventory_quantity"] == 7
     again = klaviyo.calls("POST", "/api/catalog-variant-bulk-update-jobs")[-1].body
@@ -417,46 +424,39 @@ def test_stock_sent_in_two_jobs_that_klaviyo_runs_newest_first_ends_with_the_new
     assert batcher.watcher.pending() == 0
 
 
-def test_of_two_overlapping_stock_jobs_the_higher_inventory_version_is_sent_again_whatever_the_queue_order(
-        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
+def two_held_stock_jobs(clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, first: tuple[int, int],
+                        second: tuple[int, int]) -> Batcher:
+    """A batcher that sent two bulk jobs, held by the stand-in, for variant HOT-1's stock: (quantity, inventory
+    version) of each, in that order (each delivery beside another, so neither goes alone)."""
     client, ct_client = clients
     klaviyo.variants[catalog_id("HOT-1")] = {"attributes": {"external_id": "HOT-1"}, "relationships": {}}
     klaviyo.hold_catalog_jobs = True
     batcher = Batcher(client, ct_client, max_wait=0.2)
+    for n, (quantity, version) in enumerate((first, second)):
+        assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", quantity, version),
+                                        lambda n=n: batcher.send_events([event(n)])]) == [True, True]
+    return batcher
+
+
+def test_of_two_overlapping_stock_jobs_the_higher_inventory_version_is_sent_again_whatever_the_queue_order(
+        clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
     # Two deliveries read the entry at versions 3 then 2 and queued in the other order (a slow read, say).
-    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 4, 3),
-                                    lambda: batcher.send_events([event(1)])]) == [True, True]
-    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 5, 2),
-                                    lambda: batcher.send_events([event(2)])]) == [True, True]
+    batcher = two_held_stock_jobs(clients, klaviyo, (4, 3), (5, 2))
     assert klaviyo.run_catalog_jobs() == 2  # in the order sent: version 2 lands last
     assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 5
-    end = time.monotonic() + 15
-    while klaviyo.held_catalog_jobs() == 0 and time.monotonic() < end:
-        time.sleep(0.05)
-    assert klaviyo.run_catalog_jobs() == 1
-    batcher.close()
+    assert run_resent(klaviyo, batcher) == 1
     assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 4  # version 3's
 
 
 def test_a_variant_with_bulk_jobs_open_is_not_written_alone_under_light_load(
         clients: tuple[Klaviyo, Commercetools], klaviyo: FakeKlaviyo, ct: FakeCommercetools) -> None:
-    client, ct_client = clients
-    klaviyo.variants[catalog_id("HOT-1")] = {"attributes": {"external_id": "HOT-1"}, "relationships": {}}
-    klaviyo.hold_catalog_jobs = True
-    batcher = Batcher(client, ct_client, max_wait=0.2)
-    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 5, 2),
-                                    lambda: batcher.send_events([event(1)])]) == [True, True]
-    assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 4, 3),
-                                    lambda: batcher.send_events([event(2)])]) == [True, True]
+    batcher = two_held_stock_jobs(clients, klaviyo, (5, 2), (4, 3))
+    client = clients[0]
     # The sale is over: one delivery in flight, which would go alone, at once, before the two jobs run.
     assert run_deliveries(batcher, [new_stock(client, batcher, "HOT-1", 3, 4)]) == [True]
     assert klaviyo.calls("PATCH", r"/api/catalog-variants/.*") == []
     assert klaviyo.run_catalog_jobs() == 3  # in the order sent
-    end = time.monotonic() + 15
-    while klaviyo.held_catalog_jobs() == 0 and time.monotonic() < end:
-        time.sleep(0.05)
-    assert klaviyo.run_catalog_jobs() == 1
-    batcher.close()
+    assert run_resent(klaviyo, batcher) == 1
     assert klaviyo.variants[catalog_id("HOT-1")]["attributes"]["inventory_quantity"] == 3  # version 4's
 
 
